@@ -1,0 +1,64 @@
+"""The next test: the unknown finding whose answer most reduces uncertainty per unit of cost.
+
+Expected information gain = H(differential now) − Σ_outcome P(outcome) · H(differential
+after that outcome), divided by the finding's cost (SPEC §3). Only findings a probe or a
+question can settle, and that are still unknown, are candidates.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from prodx.engine.posterior import _p, posterior
+from prodx.kb.loader import KnowledgeBase
+
+
+@dataclass(frozen=True)
+class NextTest:
+    finding: str
+    how: str  # "probe" or "ask"
+    question: str
+    gain: float  # expected bits per unit cost
+
+
+def _entropy(probs: Mapping[str, float], none_p: float) -> float:
+    return -sum(p * math.log2(p) for p in [*probs.values(), none_p] if p > 0)
+
+
+def next_tests(
+    kb: KnowledgeBase,
+    observed: Mapping[str, bool],
+    candidates: list[str],
+    *,
+    limit: int = 3,
+) -> list[NextTest]:
+    """The best ``limit`` tests among ``candidates`` (unknown finding ids), best first."""
+    probs, none_p = posterior(kb, observed)
+    # P(c | E, f) ∝ P(c | E) · P(f | c): one observation more needs no full recomputation.
+    # Conditions with negligible mass are left out of the expectation; this keeps it cheap.
+    relevant = {cid: p for cid, p in probs.items() if p > 1e-4}
+    scored = []
+    for fid in sorted(set(candidates)):
+        fdef = kb.findings.get(fid)
+        if fdef is None or fid in observed:
+            continue
+        if not any(fid in kb.conditions[c].findings for c in relevant):
+            continue
+        likelihood = {c: _p(kb, kb.conditions[c], fid) for c in relevant}
+        expected = 0.0
+        for outcome in (True, False):
+            joint = {c: p * (likelihood[c] if outcome else 1 - likelihood[c]) for c, p in relevant.items()}
+            joint_none = none_p * (fdef.leak if outcome else 1 - fdef.leak)
+            p_outcome = sum(joint.values()) + joint_none
+            if p_outcome <= 0:
+                continue
+            after = {c: v / p_outcome for c, v in joint.items()}
+            expected += p_outcome * _entropy(after, joint_none / p_outcome)
+        gain = (_entropy(relevant, none_p) - expected) / fdef.cost
+        if gain > 1e-3:
+            question = fdef.question or fdef.description
+            scored.append(NextTest(fid, fdef.observed_by, question, gain))
+    scored.sort(key=lambda t: (-t.gain, t.finding))
+    return scored[:limit]

@@ -1,0 +1,222 @@
+"""Loads the knowledge base: findings, log signatures and conditions, validated by schema.
+
+Reads ``data/findings.yaml``, ``data/signatures.yaml`` and ``data/conditions/*.yaml`` from
+the package, then the same layout from each ``--kb DIR`` (a site's condition replaces a
+shipped one of the same id). Any error names the file, the line and the field.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DATA_DIR = Path(__file__).parent / "data"
+SCHEMA_DIR = Path(__file__).parent / "schema"
+
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class KBError(ValueError):
+    """A knowledge-base file is malformed; the message names file, line and field."""
+
+    def __init__(self, path: Path | str, line: int | None, field_path: str, message: str) -> None:
+        self.path, self.line, self.field_path = str(path), line, field_path
+        where = f"{self.path}:{line}" if line else self.path
+        super().__init__(f"{where}: {field_path or '(top)'}: {message}")
+
+
+@dataclass(frozen=True)
+class FindingDef:
+    """One entry of the finding catalogue."""
+
+    id: str
+    description: str
+    observed_by: str
+    cost: float
+    leak: float
+    probe: str = ""
+    question: str = ""
+    phrases: tuple[str, ...] = ()
+    negations: tuple[str, ...] = ()
+
+    @property
+    def is_symptom(self) -> bool:
+        return self.id.startswith("symptom.")
+
+
+@dataclass(frozen=True)
+class RemedyStep:
+    step: str
+    risk: str
+    command: str = ""
+
+
+@dataclass(frozen=True)
+class Test:
+    finding: str
+    how: str
+
+
+@dataclass(frozen=True)
+class ConditionDef:
+    """One condition: what it is, what it produces, how to tell it, how to treat it."""
+
+    id: str
+    name: str
+    summary: str
+    prior: float
+    findings: dict[str, float]
+    explains: dict[str, str]
+    confirm: tuple[Test, ...]
+    rule_out: tuple[Test, ...]
+    remedy: tuple[RemedyStep, ...]
+    avoid: tuple[str, ...]
+    references: tuple[str, ...] = ()
+    refines: str = ""
+    source: str = ""
+
+
+@dataclass
+class KnowledgeBase:
+    findings: dict[str, FindingDef] = field(default_factory=dict)
+    conditions: dict[str, ConditionDef] = field(default_factory=dict)
+    signatures: list[dict[str, Any]] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)
+
+    def chain(self, condition_id: str) -> list[str]:
+        """The refinement chain from ``condition_id`` up to its most general ancestor."""
+        out = [condition_id]
+        while (parent := self.conditions[out[-1]].refines) and parent not in out:
+            out.append(parent)
+        return out
+
+
+@lru_cache(maxsize=None)
+def _validator(name: str) -> Any:
+    import jsonschema  # slow import (~70 ms): only when a KB is loaded
+
+    schema = json.loads((SCHEMA_DIR / f"{name}.json").read_text())
+    return jsonschema.Draft202012Validator(schema)
+
+
+def _line_of(text: str, path_parts: list[Any]) -> int | None:
+    """The 1-based line of the YAML node at ``path_parts`` (the deepest one that exists)."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return None
+    line = node.start_mark.line + 1 if node is not None else None
+    for part in path_parts:
+        if isinstance(node, yaml.MappingNode):
+            match = [v for k, v in node.value if k.value == part]
+            key_node = [k for k, _v in node.value if k.value == part]
+            if not match:
+                break
+            line, node = key_node[0].start_mark.line + 1, match[0]
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        else:
+            break
+    return line
+
+
+def _field_path(parts: list[Any]) -> str:
+    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in parts).lstrip(".")
+
+
+def load_yaml(path: Path, schema: str) -> Any:
+    """Parse and validate one KB file; raise KBError naming file, line and field."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise KBError(path, None, "", f"cannot read: {exc}") from exc
+    try:
+        data = yaml.load(text, Loader=_Loader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise KBError(path, mark.line + 1 if mark else None, "", f"invalid YAML: {getattr(exc, 'problem', exc)}") from exc
+    errors = sorted(_validator(schema).iter_errors(data), key=lambda e: list(e.absolute_path))
+    if errors:
+        err = errors[0]
+        parts = list(err.absolute_path)
+        if err.validator == "additionalProperties" and isinstance(err.instance, dict):
+            extra = sorted(set(err.instance) - set(err.schema.get("properties", {})))
+            parts, message = parts + extra[:1], f"unknown field (allowed: {', '.join(sorted(err.schema.get('properties', {})))})"
+        elif err.validator == "required":
+            message = err.message
+        else:
+            message = err.message
+        raise KBError(path, _line_of(text, parts), _field_path(parts), message)
+    return data
+
+
+def _finding_def(entry: dict[str, Any]) -> FindingDef:
+    return FindingDef(
+        id=entry["id"],
+        description=entry["description"],
+        observed_by=entry["observed_by"],
+        cost=float(entry["cost"]),
+        leak=float(entry["leak"]),
+        probe=entry.get("probe", ""),
+        question=entry.get("question", ""),
+        phrases=tuple(entry.get("phrases", ())),
+        negations=tuple(entry.get("negations", ())),
+    )
+
+
+def _condition_def(entry: dict[str, Any], source: Path) -> ConditionDef:
+    return ConditionDef(
+        id=entry["id"],
+        name=entry["name"],
+        summary=" ".join(entry["summary"].split()),
+        prior=float(entry["prior"]),
+        findings={k: float(v) for k, v in entry["findings"].items()},
+        explains={k: " ".join(v.split()) for k, v in entry["explains"].items()},
+        confirm=tuple(Test(**t) for t in entry["confirm"]),
+        rule_out=tuple(Test(**t) for t in entry["rule_out"]),
+        remedy=tuple(RemedyStep(**r) for r in entry["remedy"]),
+        avoid=tuple(entry["avoid"]),
+        references=tuple(entry.get("references", ())),
+        refines=entry.get("refines", ""),
+        source=str(source),
+    )
+
+
+def _load_dir(kb: KnowledgeBase, directory: Path, *, shipped: bool) -> None:
+    kb.sources.append(str(directory))
+    findings_file = directory / "findings.yaml"
+    if findings_file.exists():
+        for i, entry in enumerate(load_yaml(findings_file, "findings")):
+            if entry["id"] in kb.findings and shipped:
+                raise KBError(findings_file, _line_of(findings_file.read_text(), [i]), f"[{i}].id", f"duplicate finding id {entry['id']}")
+            kb.findings[entry["id"]] = _finding_def(entry)
+    signatures_file = directory / "signatures.yaml"
+    if signatures_file.exists():
+        kb.signatures.extend(load_yaml(signatures_file, "signatures"))
+    seen_here: set[str] = set()
+    for path in sorted((directory / "conditions").glob("*.yaml")):
+        entry = load_yaml(path, "condition")
+        if entry["id"] in seen_here:
+            raise KBError(path, 1, "id", f"duplicate condition id {entry['id']}")
+        if path.stem != entry["id"]:
+            raise KBError(path, _line_of(path.read_text(), ["id"]), "id", f"id {entry['id']!r} does not match the file name {path.name!r}")
+        seen_here.add(entry["id"])
+        kb.conditions[entry["id"]] = _condition_def(entry, path)
+
+
+def load_kb(extra_dirs: tuple[str, ...] = ()) -> KnowledgeBase:
+    """The shipped KB plus each extra directory, in order. Raises KBError on any bad file."""
+    kb = KnowledgeBase()
+    _load_dir(kb, DATA_DIR, shipped=True)
+    for extra in extra_dirs:
+        directory = Path(extra)
+        if not directory.is_dir():
+            raise KBError(directory, None, "", "not a directory")
+        _load_dir(kb, directory, shipped=False)
+    return kb
