@@ -1,0 +1,1 @@
+"""Renderers: turn reports into terminal tables or JSON documents; no scanning or reasoning."""
