@@ -199,6 +199,8 @@ class Host(abc.ABC):
 
     #: True when the probes run with root privileges on this host.
     is_root: bool = False
+    #: The uid the probes run as on this host.
+    effective_uid: int = -1
 
     @abc.abstractmethod
     def hostname(self) -> str: ...

@@ -42,6 +42,7 @@ class FixtureHost(Host):
         meta_path = self.directory / "host.json"
         self._meta: dict[str, Any] = json.loads(meta_path.read_text()) if meta_path.exists() else {}
         self.is_root = bool(self._meta.get("is_root", True))
+        self.effective_uid = int(self._meta.get("effective_uid", 0 if self.is_root else 1000))
 
     def hostname(self) -> str:
         return str(self._meta.get("hostname", self.directory.name))

@@ -91,7 +91,8 @@ class LocalHost(Host):
     """The machine prodx runs on."""
 
     def __init__(self) -> None:
-        self.is_root = os.geteuid() == 0
+        self.effective_uid = os.geteuid()
+        self.is_root = self.effective_uid == 0
 
     def hostname(self) -> str:
         return socket.gethostname()

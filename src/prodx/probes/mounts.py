@@ -1,0 +1,151 @@
+"""The mount table: which filesystems matter, and their statvfs, shared by storage probes.
+
+Reads ``/proc/self/mountinfo`` (see proc(5)), e.g.::
+
+    36 25 8:1 / /var rw,relatime shared:1 - ext4 /dev/sda1 rw,errors=remount-ro
+
+and ``/etc/fstab`` for how each filesystem was meant to be mounted. Pseudo filesystems
+(proc, sysfs, cgroup...) and always-full images (squashfs, iso9660) are left out.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from prodx.host.base import FsStats
+from prodx.probes.base import ProbeContext
+
+#: Filesystems that hold no user data or are full by construction.
+_IGNORED_FSTYPES = frozenset(
+    "proc sysfs cgroup cgroup2 devpts mqueue debugfs tracefs securityfs pstore bpf autofs "
+    "configfs fusectl hugetlbfs binfmt_misc nsfs rpc_pipefs devtmpfs efivarfs selinuxfs "
+    "squashfs iso9660 udf ramfs fuse.gvfsd-fuse fuse.portal fuse.lxcfs".split()
+)
+#: Filesystems on a block device (or network) whose read-only state is worth reporting.
+_DISK_FSTYPES = frozenset("ext2 ext3 ext4 xfs btrfs f2fs jfs reiserfs vfat exfat ntfs ntfs3 zfs nfs nfs4 cifs smb3".split())
+#: Budget for statvfs of every mount together; a mount still silent after it is hung.
+STATVFS_BOUND_S = 1.0
+
+
+@dataclass(frozen=True)
+class Mount:
+    """One mounted filesystem and, once measured, its statvfs."""
+
+    mount_point: str
+    source: str
+    fstype: str
+    options: frozenset[str]
+    device: str  # major:minor
+    stats: FsStats | None = None
+
+    @property
+    def readonly(self) -> bool:
+        return "ro" in self.options
+
+    def describe(self) -> str:
+        return f"{self.mount_point} ({self.fstype} on {self.source})"
+
+
+def _unescape(field: str) -> str:
+    """mountinfo escapes space, tab, newline and backslash as octal (\\040 ...)."""
+    return field.encode().decode("unicode_escape") if "\\" in field else field
+
+
+def parse_mountinfo(text: str) -> list[Mount]:
+    """Every mount listed in a mountinfo text, in kernel order.
+
+    >>> m = parse_mountinfo("36 25 8:1 / /var rw,relatime shared:1 - ext4 /dev/sda1 rw,errors=remount-ro")
+    >>> (m[0].mount_point, m[0].fstype, m[0].device, m[0].readonly)
+    ('/var', 'ext4', '8:1', False)
+    """
+    mounts = []
+    for line in text.splitlines():
+        left, sep, right = line.partition(" - ")
+        if not sep:
+            continue
+        fields, tail = left.split(), right.split()
+        if len(fields) < 6 or len(tail) < 2:
+            continue
+        options = set(fields[5].split(","))
+        mounts.append(
+            Mount(
+                mount_point=_unescape(fields[4]),
+                source=_unescape(tail[1]),
+                fstype=tail[0],
+                options=frozenset(options),
+                device=fields[2],
+            )
+        )
+    return mounts
+
+
+def parse_fstab(text: str) -> dict[str, set[str]]:
+    """Mount point → options, for each entry of an fstab text.
+
+    >>> parse_fstab("UUID=1 / ext4 errors=remount-ro 0 1\\n# c\\n/dev/sdb1 /srv xfs ro 0 0")
+    {'/': {'errors=remount-ro'}, '/srv': {'ro'}}
+    """
+    out: dict[str, set[str]] = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) >= 4 and not parts[0].startswith("#"):
+            out[parts[1]] = set(parts[3].split(","))
+    return out
+
+
+def relevant(mounts: list[Mount], priority_paths: list[str]) -> list[Mount]:
+    """Real filesystems, one per device and root, mounts holding ``priority_paths`` first.
+
+    tmpfs counts only when writable (a read-only tmpfs is a sandbox artefact, not a fault).
+    """
+    seen: set[tuple[str, str]] = set()
+    keep = []
+    for m in mounts:
+        if m.fstype in _IGNORED_FSTYPES or (m.fstype == "tmpfs" and m.readonly):
+            continue
+        key = (m.device, m.source)
+        if key in seen:
+            continue
+        seen.add(key)
+        keep.append(m)
+    holders = {mount_of(p, keep).mount_point for p in priority_paths if mount_of(p, keep)}
+    return sorted(keep, key=lambda m: (m.mount_point not in holders, m.mount_point))
+
+
+def mount_of(path: str, mounts: list[Mount]) -> Mount | None:
+    """The mount holding ``path``: the longest mount point that is a prefix of it."""
+    path = os.path.normpath(path)
+    best = None
+    for m in mounts:
+        mp = m.mount_point
+        if path == mp or path.startswith(mp.rstrip("/") + "/"):
+            if best is None or len(mp) > len(best.mount_point):
+                best = m
+    return best
+
+
+def measured_mounts(ctx: ProbeContext) -> list[Mount]:
+    """Relevant mounts with their statvfs, computed once per run and shared."""
+
+    def compute() -> list[Mount]:
+        table = parse_mountinfo(ctx.host.read_text("/proc/self/mountinfo"))
+        wanted = relevant(table, ctx.target.writable + ctx.target.logs)
+        stats = ctx.host.statvfs_many([m.mount_point for m in wanted], STATVFS_BOUND_S)
+        return [Mount(m.mount_point, m.source, m.fstype, m.options, m.device, s) for m, s in zip(wanted, stats)]
+
+    return ctx.fact("mounts", compute)
+
+
+def fstab_options(ctx: ProbeContext) -> dict[str, set[str]]:
+    def compute() -> dict[str, set[str]]:
+        try:
+            return parse_fstab(ctx.host.read_text("/etc/fstab"))
+        except OSError:
+            return {}
+
+    return ctx.fact("fstab", compute)
+
+
+def is_disk_fs(mount: Mount) -> bool:
+    return mount.fstype in _DISK_FSTYPES or mount.source.startswith("/dev/")

@@ -1,0 +1,157 @@
+"""Filesystem space, inodes, the root reserve and read-only state of every relevant mount.
+
+Reads /proc/self/mountinfo, /etc/fstab and statvfs(3) of each mount point (in bounded child
+processes: a dead NFS server must not hang the run).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from prodx.host.base import CallOutcome
+from prodx.model import Finding, absent, present
+from prodx.probes.base import Probe, ProbeContext
+from prodx.probes.mounts import Mount, fstab_options, is_disk_fs, measured_mounts
+from prodx.units import fmt_bytes
+
+_MIB = 1 << 20
+_GIB = 1 << 30
+
+
+def is_full(m: Mount) -> bool:
+    """No room even for root: free < max(1 MiB, min(1 % of the size, 1 GiB))."""
+    s = m.stats
+    return bool(s and s.size_bytes and s.free_bytes < max(_MIB, min(s.size_bytes // 100, _GIB)))
+
+
+def is_low(m: Mount) -> bool:
+    """Less than 5 % of the size left for unprivileged users."""
+    s = m.stats
+    return bool(s and s.size_bytes and s.avail_bytes < s.size_bytes * 0.05)
+
+
+def is_reserved_only(m: Mount) -> bool:
+    """Unprivileged users see (almost) nothing while root's reserve still has room."""
+    s = m.stats
+    if not (s and s.size_bytes):
+        return False
+    nothing = max(256 * 1024, min(s.size_bytes // 500, 256 * _MIB))
+    return s.avail_bytes < nothing and s.free_bytes - s.avail_bytes >= nothing and not is_full(m)
+
+
+def is_out_of_inodes(m: Mount) -> bool:
+    """Free inodes below max(16, min(0.2 % of all, 5000)); filesystems without a fixed
+    inode table (btrfs reports 0) never count."""
+    s = m.stats
+    if not (s and s.inodes_total):
+        return False
+    return s.inodes_avail < max(16, min(s.inodes_total // 500, 5000))
+
+
+def mount_evidence(m: Mount) -> dict[str, Any]:
+    s = m.stats
+    assert s is not None
+    used = s.size_bytes - s.free_bytes
+    return {
+        "mount_point": m.mount_point,
+        "fstype": m.fstype,
+        "source": m.source,
+        "size_bytes": s.size_bytes,
+        "used_bytes": used,
+        "free_bytes": s.free_bytes,
+        "avail_bytes": s.avail_bytes,
+        "reserved_bytes": s.reserved_bytes,
+        "inodes_total": s.inodes_total,
+        "inodes_free": s.inodes_free,
+        "readonly": m.readonly,
+    }
+
+
+def _space_line(m: Mount) -> str:
+    s = m.stats
+    assert s is not None
+    return (
+        f"{m.mount_point} ({m.fstype} on {m.source}): {fmt_bytes(s.avail_bytes)} available to users, "
+        f"{fmt_bytes(s.free_bytes)} free for root, of {fmt_bytes(s.size_bytes)}"
+    )
+
+
+class StorageMountsProbe(Probe):
+    """Space, inodes, reserve and read-only state of every relevant mount."""
+
+    name = "storage.mounts"
+    findings = (
+        "storage.full",
+        "storage.low_space",
+        "storage.reserved_only",
+        "storage.inodes_exhausted",
+        "storage.readonly",
+        "storage.mount_hung",
+    )
+    cost = 1.0
+    deadline_s = 2.0
+
+    def run(self, ctx: ProbeContext) -> Iterable[Finding]:
+        mounts = measured_mounts(ctx)
+        fstab = fstab_options(ctx)
+        ok = [m for m in mounts if m.stats and m.stats.outcome is CallOutcome.OK]
+        hung = [m for m in mounts if m.stats and m.stats.outcome is CallOutcome.HUNG]
+        checked = [m.mount_point for m in ok]
+        yield from self._space(ok, checked)
+        inodes = [m for m in ok if is_out_of_inodes(m)]
+        if inodes:
+            yield present(
+                "storage.inodes_exhausted",
+                "; ".join(
+                    f"{m.mount_point}: {m.stats.inodes_avail:,} of {m.stats.inodes_total:,} inodes free"
+                    for m in inodes
+                    if m.stats
+                ),
+                mounts=[mount_evidence(m) for m in inodes],
+            )
+        else:
+            yield absent("storage.inodes_exhausted", "every filesystem has free inodes", checked=checked)
+        must_write = {mp for mp in (self._holder(p, ok) for p in ctx.target.writable + ctx.target.logs) if mp}
+        readonly = [
+            m
+            for m in ok
+            if m.readonly
+            and (m.mount_point in must_write or (is_disk_fs(m) and "ro" not in fstab.get(m.mount_point, set())))
+        ]
+        if readonly:
+            yield present(
+                "storage.readonly",
+                "; ".join(f"{m.describe()} is mounted read-only" for m in readonly),
+                mounts=[mount_evidence(m) | {"fstab_options": sorted(fstab.get(m.mount_point, []))} for m in readonly],
+            )
+        else:
+            yield absent("storage.readonly", "no filesystem that should be writable is read-only", checked=checked)
+        if hung:
+            yield present(
+                "storage.mount_hung",
+                "statvfs did not return for " + ", ".join(m.describe() for m in hung),
+                mounts=[{"mount_point": m.mount_point, "fstype": m.fstype, "source": m.source} for m in hung],
+            )
+        else:
+            yield absent("storage.mount_hung", "every mount answered statvfs", checked=[m.mount_point for m in mounts])
+
+    @staticmethod
+    def _holder(path: str, mounts: list[Mount]) -> str:
+        from prodx.probes.mounts import mount_of
+
+        m = mount_of(path, mounts)
+        return m.mount_point if m else ""
+
+    @staticmethod
+    def _space(ok: list[Mount], checked: list[str]) -> Iterable[Finding]:
+        for fid, test, none_text in (
+            ("storage.full", is_full, "every filesystem has free blocks for root"),
+            ("storage.low_space", is_low, "every filesystem has at least 5 % available"),
+            ("storage.reserved_only", is_reserved_only, "no filesystem is down to its root reserve"),
+        ):
+            hits = [m for m in ok if test(m)]
+            if hits:
+                yield present(fid, "; ".join(_space_line(m) for m in hits), mounts=[mount_evidence(m) for m in hits])
+            else:
+                yield absent(fid, none_text, checked=checked)
