@@ -23,7 +23,7 @@ from typing import IO, Any
 from prodx.model import ExitStatus
 from prodx.scanners.space import ScanMode, SpaceReport, scan
 
-BAR_WIDTH = 20
+BAR_WIDTH = 12
 _PROGRESS_AFTER_S = 0.5
 
 
