@@ -2,7 +2,40 @@
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
+from typing import Any
+
 import click
+
+EPILOG_DIAGNOSE = """\b
+Examples:
+  prodx diagnose                                  examine this host, no configuration
+  prodx diagnose --profile /etc/prodx/shop.toml   with the app's user, paths, logs
+  prodx diagnose --symptom "login silently fails" --symptom "register returns 503"
+  prodx diagnose --no-probes --symptom "No space left on device"   reason from words alone
+  prodx diagnose --json | jq '.differential[0]'
+
+\b
+Exit codes: 0 no condition is likely, 1 a condition is likely (P >= 0.5),
+            2 usage or configuration error, 3 prodx itself failed.
+"""
+
+
+def diagnosing_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """The options every diagnosing command takes (SPEC §3), declared once."""
+    options = [
+        click.option("--profile", "profile_path", type=click.Path(dir_okay=False), default="", help="Site profile (TOML): app user, writable paths, logs, services."),
+        click.option("--symptom", "symptoms", multiple=True, metavar="TEXT", help='What people see, in plain words (repeatable): "login silently fails".'),
+        click.option("--no-probes", is_flag=True, help="Do not examine the host: reason from symptoms alone."),
+        click.option("--as", "as_user", default="", metavar="USER", help="Whose write access to test (default: the profile's user, else www-data)."),
+        click.option("--deadline", "deadline_s", type=click.FloatRange(min=0.2, max=120), default=3.0, show_default=True, help="Seconds the probes may take in all; a hung probe is abandoned."),
+        click.option("--kb", "kb_dirs", multiple=True, type=click.Path(file_okay=False), metavar="DIR", help="Extra knowledge-base directory (findings.yaml, signatures.yaml, conditions/)."),
+        click.option("--no-write-test", is_flag=True, help="Skip the one probe that writes (a temp file created, fsynced and removed)."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -32,6 +65,59 @@ def space(path: str, as_json: bool, top_n: int, deadline_s: float, mode: str | N
 
     mode_enum = ScanMode(mode) if mode else ScanMode.BOTH
     raise SystemExit(space_command(path, as_json=as_json, top_n=top_n, deadline_s=deadline_s, mode=mode_enum))
+
+
+@cli.command("diagnose", epilog=EPILOG_DIAGNOSE)
+@diagnosing_options
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document (schema prodx.diagnosis/1).")
+def diagnose_cmd(as_json: bool, **options: Any) -> None:
+    """Examine this host read-only and rank what is wrong with it.
+
+    Probes look at filesystems (space, inodes, root reserve, read-only), the write test as
+    the app's user, ownership of writable paths, deleted files still open, what fills a full
+    disk, and the logs. A Bayesian engine ranks every known condition, names the next test
+    that best separates the leaders, and prints the remedy, safe steps first.
+    """
+    from prodx.commands import run_diagnose
+
+    raise SystemExit(run_diagnose(as_json=as_json, **options))
+
+
+@cli.group("kb")
+def kb_group() -> None:
+    """The knowledge base: conditions, findings, log signatures."""
+
+
+@kb_group.command("list")
+@click.option("--kb", "kb_dirs", multiple=True, type=click.Path(file_okay=False), metavar="DIR", help="Extra knowledge-base directory.")
+def kb_list(kb_dirs: tuple[str, ...]) -> None:
+    """List every condition with its prior and what it refines."""
+    from prodx.commands import run_kb_list
+
+    raise SystemExit(run_kb_list(kb_dirs))
+
+
+@kb_group.command("lint")
+@click.option("--kb", "kb_dirs", multiple=True, type=click.Path(file_okay=False), metavar="DIR", help="Extra knowledge-base directory.")
+def kb_lint(kb_dirs: tuple[str, ...]) -> None:
+    """Check the whole KB: unknown ids, probabilities, conditions no finding tells apart."""
+    from prodx.commands import run_kb_lint
+
+    raise SystemExit(run_kb_lint(kb_dirs))
+
+
+@cli.command("logs")
+@click.argument("files", nargs=-1, type=click.Path(path_type=str))
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document (schema prodx.logs/1).")
+@click.option(
+    "--deadline", "deadline_s", type=click.FloatRange(min=0.1), default=None,
+    help="Stop after this many seconds and report what was seen (marked PARTIAL).",
+)
+def logs(files: tuple[str, ...], as_json: bool, deadline_s: float | None) -> None:
+    """Known failure signatures in whole log FILEs (.gz/.bz2/.xz rotations too), with counts."""
+    from prodx.report.logs import logs_command
+
+    raise SystemExit(logs_command(files, as_json=as_json, deadline_s=deadline_s))
 
 
 def main() -> None:

@@ -10,6 +10,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
+#: A condition at or above this probability is "likely": exit code 1, red headline.
+LIKELY_PROBABILITY = 0.5
+
+
 class FindingState(str, enum.Enum):
     """Whether a finding holds. UNKNOWN is never silently treated as ABSENT."""
 

@@ -243,6 +243,14 @@ class Host(abc.ABC):
     def readlink(self, path: str) -> str:
         return os.readlink(self.real_path(path))
 
+    def glob(self, pattern: str) -> list[str]:
+        """Host paths matching a shell-style ``pattern``, sorted; empty when none match."""
+        import glob as globmod
+
+        real = self.real_path(pattern)
+        offset = len(real) - len(pattern)
+        return sorted(p[offset:] if offset > 0 else p for p in globmod.glob(real))
+
     @abc.abstractmethod
     def statvfs_many(self, paths: list[str], deadline_s: float) -> list[FsStats]:
         """``statvfs`` of each path, in order; a call that blocks is reported HUNG."""

@@ -86,6 +86,8 @@ class KnowledgeBase:
     findings: dict[str, FindingDef] = field(default_factory=dict)
     conditions: dict[str, ConditionDef] = field(default_factory=dict)
     signatures: list[dict[str, Any]] = field(default_factory=list)
+    hogs: list[dict[str, Any]] = field(default_factory=list)
+    locations: dict[str, list[str]] = field(default_factory=lambda: {"service_logs": [], "kernel_logs": []})
     sources: list[str] = field(default_factory=list)
 
     def chain(self, condition_id: str) -> list[str]:
@@ -199,6 +201,13 @@ def _load_dir(kb: KnowledgeBase, directory: Path, *, shipped: bool) -> None:
     signatures_file = directory / "signatures.yaml"
     if signatures_file.exists():
         kb.signatures.extend(load_yaml(signatures_file, "signatures"))
+    locations_file = directory / "locations.yaml"
+    if locations_file.exists():
+        for key, paths in load_yaml(locations_file, "locations").items():
+            kb.locations[key] += [p for p in paths if p not in kb.locations[key]]
+    hogs_file = directory / "hogs.yaml"
+    if hogs_file.exists():
+        kb.hogs.extend(load_yaml(hogs_file, "hogs"))
     seen_here: set[str] = set()
     for path in sorted((directory / "conditions").glob("*.yaml")):
         entry = load_yaml(path, "condition")

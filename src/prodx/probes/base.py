@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
 from prodx.host.base import Host, UserInfo
+from prodx.kb.loader import KnowledgeBase
 from prodx.model import Finding
 
 REGISTRY: dict[str, type[Probe]] = {}
@@ -55,14 +56,18 @@ class Target:
     writable: list[str] = field(default_factory=list)
     logs: list[str] = field(default_factory=list)
     services: list[str] = field(default_factory=list)
+    #: True when ``writable`` is the site's own list, not the defaults every host has.
+    writable_from_profile: bool = False
 
 
 class ProbeContext:
-    """The host, the target and facts several probes share, each computed once on demand."""
+    """The host, the target, the KB's data (signatures, hog rules) and facts several probes
+    share, each computed once on demand."""
 
-    def __init__(self, host: Host, target: Target, *, write_test: bool = True) -> None:
+    def __init__(self, host: Host, target: Target, kb: KnowledgeBase, *, write_test: bool = True) -> None:
         self.host = host
         self.target = target
+        self.kb = kb
         self.write_test = write_test
         self._facts: dict[str, Any] = {}
         self._locks: dict[str, threading.Lock] = {}

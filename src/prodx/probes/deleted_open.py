@@ -11,10 +11,11 @@ import os
 from collections.abc import Iterable
 from typing import Any
 
-from prodx.host.base import HostAccessDenied, OpenFile
+from prodx.host.base import OpenFile
 from prodx.model import Finding, absent, present, unknown
 from prodx.probes.base import Probe, ProbeContext
 from prodx.probes.mounts import Mount, measured_mounts
+from prodx.probes.openfiles import all_open_files
 from prodx.units import fmt_bytes
 
 _GIB = 1 << 30
@@ -28,25 +29,9 @@ def _dev_key(dev: int) -> str:
 
 
 def held_open(ctx: ProbeContext) -> tuple[list[tuple[OpenFile, str]], list[int]]:
-    """Every deleted regular file held open, with its process name; and the pids we could
-    not read. Shared by probes that need it."""
-
-    def compute() -> tuple[list[tuple[OpenFile, str]], list[int]]:
-        out, denied = [], []
-        for proc in ctx.host.processes():
-            try:
-                files = ctx.host.open_files(proc.pid)
-            except HostAccessDenied:
-                denied.append(proc.pid)
-                continue
-            except (ProcessLookupError, OSError):
-                continue  # exited while we looked
-            for f in files:
-                if f.deleted and f.target.startswith("/") and f.allocated_bytes > 0:
-                    out.append((f, proc.name))
-        return out, denied
-
-    return ctx.fact("deleted_open", compute)
+    """Every deleted regular file held open, with its process name; and the unreadable pids."""
+    files, denied = all_open_files(ctx)
+    return [(f, p) for f, p in files if f.deleted and f.allocated_bytes > 0], denied
 
 
 class DeletedOpenProbe(Probe):

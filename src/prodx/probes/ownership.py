@@ -76,8 +76,8 @@ class OwnershipProbe(Probe):
     def run(self, ctx: ProbeContext) -> Iterable[Finding]:
         user = ctx.target.user
         dirs = [d for d in ctx.target.writable if ctx.host.exists(d)]
-        if user is None or not ctx.target.writable:
-            reason = "no app user and writable paths known: give a profile or --as USER"
+        if user is None or not ctx.target.writable_from_profile:
+            reason = "the app's writable paths are not known: give them in a profile ([app] writable)"
             yield from (unknown(f, reason) for f in self.findings)
             return
         denials = []
@@ -93,6 +93,8 @@ class OwnershipProbe(Probe):
         found: list[dict[str, Any]] = []
         partial = False
         for d in dirs:
+            if ctx.host.stat(d).st_mode & stat.S_ISVTX:
+                continue  # a sticky shared folder (/tmp): other users' files are expected there
             items, cut = _mismatches(ctx, d, user, end)
             found += items
             partial = partial or cut

@@ -1,0 +1,102 @@
+"""What each CLI command does once its options are parsed: load, run, render, exit code.
+
+Kept apart from ``cli.py`` (declarations only) so tests and the lab call the same code.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+from prodx.model import LIKELY_PROBABILITY, ExitStatus, ProbeStatus
+
+
+
+
+def _console(stream: Any = None) -> Any:
+    from rich.console import Console
+
+    return Console(file=stream or sys.stdout, highlight=False, soft_wrap=False)
+
+
+def _fail(message: str, status: ExitStatus) -> int:
+    print(f"prodx: {message}", file=sys.stderr)
+    return int(status)
+
+
+def run_diagnose(*, as_json: bool, **options: Any) -> int:
+    """Run ``prodx diagnose``; returns the exit code (SPEC §3)."""
+    from prodx.diagnosis import DiagnoseOptions, diagnose
+    from prodx.kb.loader import KBError
+    from prodx.profile import ProfileError
+
+    opts = DiagnoseOptions(
+        profile_path=options["profile_path"],
+        symptoms=list(options["symptoms"]),
+        no_probes=options["no_probes"],
+        as_user=options["as_user"],
+        deadline_s=options["deadline_s"],
+        kb_dirs=tuple(options["kb_dirs"]),
+        write_test=not options["no_write_test"],
+    )
+    try:
+        result = diagnose(opts)
+    except (KBError, ProfileError) as exc:
+        return _fail(str(exc), ExitStatus.USAGE_ERROR)
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: say so, exit 3
+        return _fail(f"internal error: {type(exc).__name__}: {exc}", ExitStatus.INTERNAL_ERROR)
+    if opts.as_user and result.target.user is None:
+        print(f"prodx: warning: user {opts.as_user!r} is not in /etc/passwd; the write test was not run", file=sys.stderr)
+    if as_json:
+        from prodx.report.diagnosis_json import render_json
+
+        sys.stdout.write(render_json(result) + "\n")
+    else:
+        from prodx.report.terminal import render_terminal
+
+        render_terminal(result, _console())
+    leader = result.differential.leader
+    status = ExitStatus.CONDITION_LIKELY if leader and leader.probability >= LIKELY_PROBABILITY else ExitStatus.NOTHING_LIKELY
+    if any(r.status is ProbeStatus.TIMEOUT for r in result.probe_runs):
+        # Hazard: an abandoned probe thread may sit in a /proc read; do not wait for it.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(int(status))
+    return int(status)
+
+
+def run_kb_list(kb_dirs: tuple[str, ...]) -> int:
+    from rich.table import Table
+
+    from prodx.kb.loader import KBError, load_kb
+
+    try:
+        kb = load_kb(kb_dirs)
+    except KBError as exc:
+        return _fail(str(exc), ExitStatus.USAGE_ERROR)
+    table = Table(show_edge=False, box=None, padding=(0, 1))
+    for column in ("condition", "name", "prior", "refines", "findings"):
+        table.add_column(column)
+    for cid, cond in sorted(kb.conditions.items()):
+        table.add_row(cid, cond.name, f"{cond.prior:.3f}", cond.refines or "", str(len(cond.findings)))
+    console = _console()
+    console.print(table)
+    console.print(f"{len(kb.conditions)} conditions, {len(kb.findings)} findings, {len(kb.signatures)} log signatures")
+    return 0
+
+
+def run_kb_lint(kb_dirs: tuple[str, ...]) -> int:
+    from prodx.kb.lint import lint
+    from prodx.kb.loader import KBError, load_kb
+    from prodx.probes import load_all
+
+    try:
+        kb = load_kb(kb_dirs)
+    except KBError as exc:
+        return _fail(str(exc), ExitStatus.USAGE_ERROR)
+    issues = lint(kb, {name: cls.findings for name, cls in load_all().items()})
+    for issue in issues:
+        print(issue)
+    print(f"{len(issues)} problem(s) in {len(kb.conditions)} conditions, {len(kb.findings)} findings, {len(kb.signatures)} signatures")
+    return int(ExitStatus.USAGE_ERROR) if issues else 0

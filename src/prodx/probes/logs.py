@@ -1,0 +1,280 @@
+"""The app's logs: known failure signatures, a last line cut off, a log gone silent, and
+the kernel log.
+
+Reads bounded tails (``TAIL_BYTES``) of: the profile's logs, well-known service logs
+(``kb/data/locations.yaml``) and every ``.log`` file a running process holds open; and the
+kernel ring buffer through ``dmesg`` (falling back to kern.log). Never a whole file.
+"""
+
+from __future__ import annotations
+
+import re
+import statistics
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from prodx.model import Finding, absent, present, unknown
+from prodx.probes.base import Probe, ProbeContext
+from prodx.probes.openfiles import all_open_files
+
+TAIL_BYTES = 1 << 20
+#: Signature hits older than this are history, not the current failure.
+RECENT_S = 24 * 3600
+#: A log counts as silent when its age exceeds both this and _SILENT_FACTOR × its median gap.
+_SILENT_MIN_S = 600
+_SILENT_FACTOR = 20
+_MIN_LINES_FOR_RHYTHM = 20
+_KERNEL_FINDINGS = ("log.kernel_fs_error", "log.kernel_io_error", "log.kernel_remount_ro")
+_DMESG_STAMP = re.compile(r"^\[\s*(\d+)\.\d+\]")
+
+
+def matcher(ctx: ProbeContext) -> Any:
+    """The compiled signature catalogue of the run's KB, built once."""
+
+    def compute() -> Any:
+        from prodx.scanners.logscan import Matcher, Signature
+
+        sigs = [
+            Signature(
+                id=s["id"],
+                finding=s["finding"],
+                pattern=s["pattern"],
+                description=s["description"],
+                ignore_case=bool(s.get("ignore_case", False)),
+                examples=tuple(s.get("examples", ())),
+            )
+            for s in ctx.kb.signatures
+        ]
+        return Matcher(sigs)
+
+    return ctx.fact("matcher", compute)
+
+
+def app_logs(ctx: ProbeContext) -> list[str]:
+    """The profile's logs, then ``.log`` files running processes hold open (not deleted)."""
+
+    def compute() -> list[str]:
+        files, _denied = all_open_files(ctx)
+        held = sorted({f.target for f, _ in files if not f.deleted and f.target.endswith(".log")})
+        return list(dict.fromkeys([*ctx.target.logs, *held]))
+
+    return ctx.fact("app_logs", compute)
+
+
+def writers(ctx: ProbeContext) -> dict[str, list[str]]:
+    """Log path → names of the running processes holding it open."""
+
+    def compute() -> dict[str, list[str]]:
+        files, _denied = all_open_files(ctx)
+        out: dict[str, list[str]] = {}
+        for f, pname in files:
+            out.setdefault(f.target, []).append(pname)
+        return out
+
+    return ctx.fact("log_writers", compute)
+
+
+def _recent(ts: str | None, now: float) -> bool:
+    """True for a timestamp within RECENT_S of now, and for lines with no timestamp."""
+    if ts is None:
+        return True
+    try:
+        when = datetime.fromisoformat(ts).timestamp()
+    except ValueError:
+        return True
+    return now - when <= RECENT_S
+
+
+class LogSignaturesProbe(Probe):
+    """Known failure messages in the tails of the app's and services' logs."""
+
+    name = "logs.signatures"
+    findings = (
+        "log.cache_write_failed",
+        "log.connection_refused",
+        "log.db_write_failed",
+        "log.dns_failure",
+        "log.enospc",
+        "log.io_error",
+        "log.oom_kill",
+        "log.out_of_memory",
+        "log.permission_denied",
+        "log.php_memory_exhausted",
+        "log.quota_exceeded",
+        "log.readonly_fs",
+        "log.session_write_failed",
+        "log.tls_error",
+        "log.too_many_open_files",
+        "log.upstream_timeout",
+        "log.worker_pool_full",
+    )
+    cost = 1.0
+    deadline_s = 2.0
+
+    def run(self, ctx: ProbeContext) -> Iterable[Finding]:
+        from prodx.scanners.logscan import scan_tail
+
+        paths = list(app_logs(ctx))
+        for pattern in ctx.kb.locations["service_logs"]:
+            paths += [p for p in ctx.host.glob(pattern) if p not in paths]
+        m = matcher(ctx)
+        now = ctx.host.now()
+        read, errors = [], []
+        hits: dict[str, list[dict[str, Any]]] = {}
+        for path in paths:
+            if not ctx.host.exists(path):
+                continue
+            fs = scan_tail(ctx.host.real_path(path), m, tail_bytes=TAIL_BYTES)
+            if fs.error:
+                errors.append(f"{path}: {fs.error}")
+                continue
+            read.append(path)
+            for h in fs.sorted_hits():
+                if h.finding in self.findings and _recent(h.last_ts, now):
+                    hits.setdefault(h.finding, []).append(h.to_json() | {"file": path})
+        if not read:
+            reason = "no log could be read: " + "; ".join(errors) if errors else "no logs found (give them in the profile)"
+            yield from (unknown(f, reason) for f in self.findings)
+            return
+        for fid in self.findings:
+            if fid in hits:
+                items = sorted(hits[fid], key=lambda h: -h["count"])
+                top = items[0]
+                total = sum(h["count"] for h in items)
+                when = f", last {top['last_ts']}" if top["last_ts"] else ""
+                yield present(
+                    fid,
+                    f"{total} line(s) in {len({h['file'] for h in items})} log(s), e.g. {top['file']}{when}: {top['example']}",
+                    hits=items[:5],
+                )
+            else:
+                yield absent(fid, f"not in the last {TAIL_BYTES >> 20} MiB of {len(read)} log(s)", logs=read, unreadable=errors)
+
+
+class LogTailsProbe(Probe):
+    """Is an app log cut off mid-line, or silent while its writer runs?"""
+
+    name = "logs.tails"
+    findings = ("log.silent", "log.truncated_tail")
+    cost = 1.0
+    deadline_s = 2.0
+
+    def run(self, ctx: ProbeContext) -> Iterable[Finding]:
+        from prodx.scanners.timestamps import parse_ts
+
+        paths = [p for p in app_logs(ctx) if ctx.host.exists(p)]
+        if not paths:
+            yield from (unknown(f, "no app logs known or open (give them in the profile)") for f in self.findings)
+            return
+        now = ctx.host.now()
+        running = {p.name for p in ctx.host.processes()}
+        services = [s for s in ctx.target.services if s in running]
+        held_by = writers(ctx)
+        cut, silent = [], []
+        for path in paths:
+            try:
+                st = ctx.host.stat(path)
+                tail = ctx.host.read_tail(path, 64 * 1024)
+            except OSError as exc:
+                yield from (unknown(f, f"cannot read {path}: {exc.strerror}") for f in self.findings)
+                return
+            age_s = now - st.st_mtime
+            if tail and not tail.endswith(b"\n") and age_s > 2:
+                last = tail.rsplit(b"\n", 1)[-1][-200:].decode("utf-8", "replace")
+                cut.append({"path": path, "last_line_end": last, "age_s": round(age_s)})
+            writer = held_by.get(path) or services
+            gaps = _gaps([parse_ts(line) for line in tail.split(b"\n")[-200:]])
+            if writer and len(gaps) >= _MIN_LINES_FOR_RHYTHM:
+                rhythm = statistics.median(gaps)
+                if age_s > max(_SILENT_MIN_S, _SILENT_FACTOR * rhythm):
+                    silent.append(
+                        {"path": path, "age_s": round(age_s), "median_gap_s": rhythm, "writers": sorted(set(writer))}
+                    )
+        if cut:
+            yield present(
+                "log.truncated_tail",
+                "; ".join(f"{c['path']} ends mid-line: …{c['last_line_end']!r}" for c in cut),
+                logs=cut,
+            )
+        else:
+            yield absent("log.truncated_tail", "every app log ends with a complete line", logs=paths)
+        if silent:
+            yield present(
+                "log.silent",
+                "; ".join(
+                    f"{s['path']} last written {s['age_s'] // 60} min ago, though it usually gets a line every "
+                    f"{s['median_gap_s']:.0f} s and {', '.join(s['writers'])} still runs"
+                    for s in silent
+                ),
+                logs=silent,
+            )
+        else:
+            yield absent("log.silent", "no app log has gone quiet against its own rhythm", logs=paths)
+
+
+def _gaps(stamps: list[str | None]) -> list[float]:
+    times = []
+    for ts in stamps:
+        if ts:
+            try:
+                times.append(datetime.fromisoformat(ts).timestamp())
+            except ValueError:
+                continue
+    return [max(0.0, b - a) for a, b in zip(times, times[1:])]
+
+
+class KernelLogProbe(Probe):
+    """Filesystem errors, I/O errors and read-only remounts in the kernel log."""
+
+    name = "logs.kernel"
+    findings = _KERNEL_FINDINGS
+    cost = 1.0
+    deadline_s = 2.0
+
+    def run(self, ctx: ProbeContext) -> Iterable[Finding]:
+        lines, source = self._kernel_lines(ctx)
+        if lines is None:
+            reason = "cannot read the kernel log: dmesg needs root (kernel.dmesg_restrict) and no kern.log is readable"
+            yield from (unknown(f, reason) for f in self.findings)
+            return
+        sigs = [s for s in ctx.kb.signatures if s["finding"] in self.findings]
+        compiled = [(s, re.compile(s["pattern"], re.I if s.get("ignore_case") else 0)) for s in sigs]
+        hits: dict[str, list[str]] = {}
+        for line in lines:
+            for sig, rx in compiled:
+                if rx.search(line):
+                    hits.setdefault(sig["finding"], []).append(line.strip())
+                    break
+        from prodx.redact import redact
+
+        for fid in self.findings:
+            if fid in hits:
+                items = hits[fid]
+                yield present(fid, f"{len(items)} line(s) in {source}, last: {redact(items[-1])[:300]}", source=source, count=len(items), last_lines=[redact(x)[:300] for x in items[-3:]])
+            else:
+                yield absent(fid, f"not in {source}", source=source)
+
+    @staticmethod
+    def _kernel_lines(ctx: ProbeContext) -> tuple[list[str] | None, str]:
+        """Recent kernel lines (within RECENT_S) from dmesg, else the tail of kern.log."""
+        result = ctx.host.run(["dmesg"], timeout_s=1.0)
+        if result.ok and result.stdout:
+            try:
+                uptime = float(ctx.host.read_text("/proc/uptime").split()[0])
+            except (OSError, ValueError, IndexError):
+                uptime = None
+            lines = []
+            for line in result.stdout.splitlines():
+                stamp = _DMESG_STAMP.match(line)
+                if uptime is None or not stamp or uptime - int(stamp.group(1)) <= RECENT_S:
+                    lines.append(line)
+            return lines, "dmesg"
+        for pattern in ctx.kb.locations["kernel_logs"]:
+            for path in ctx.host.glob(pattern):
+                try:
+                    text = ctx.host.read_tail(path, TAIL_BYTES).decode("utf-8", "replace")
+                except OSError:
+                    continue
+                return text.splitlines()[1:], path
+        return None, ""

@@ -1,0 +1,73 @@
+"""The ``prodx.diagnosis/1`` JSON document (SPEC §3). Fields may be added, never changed."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from prodx.diagnosis import Diagnosis
+from prodx.kb.loader import ConditionDef
+
+SCHEMA = "prodx.diagnosis/1"
+_RISK_ORDER = {"safe": 0, "downtime": 1, "data-loss": 2}
+
+
+def ordered_remedy(cond: ConditionDef) -> list[Any]:
+    """Remedy steps, safe ones first, the KB's order kept within a risk level."""
+    return sorted(cond.remedy, key=lambda r: _RISK_ORDER[r.risk])
+
+
+def remedy_text(step: Any) -> str:
+    text = step.step if step.risk == "safe" else f"[{step.risk.upper()}] {step.step}"
+    return f"{text} — `{step.command}`" if step.command else text
+
+
+def to_document(d: Diagnosis) -> dict[str, Any]:
+    kb = d.kb
+    differential = []
+    for row in d.differential.ranked:
+        cond = kb.conditions[row.condition]
+        steps = ordered_remedy(cond)
+        differential.append(
+            {
+                "condition": row.condition,
+                "name": cond.name,
+                "probability": round(row.probability, 4),
+                "for": list(row.support),
+                "against": list(row.against),
+                "explains": list(row.explains),
+                "remedy": [remedy_text(s) for s in steps],
+                "remedy_steps": [{"step": s.step, "risk": s.risk, "command": s.command} for s in steps],
+                "avoid": list(cond.avoid),
+                "refines": kb.chain(row.condition)[1:],
+            }
+        )
+    return {
+        "schema": SCHEMA,
+        "host": d.host,
+        "started_at": d.started_at,
+        "duration_s": round(d.duration_s, 3),
+        "findings": [f.to_json() for f in d.findings],
+        "differential": differential,
+        "none_of_the_known": round(d.differential.none_probability, 4),
+        "multiple_causes": [
+            {"conditions": [p.first, p.second], "factor": round(p.factor, 1), "explained_only_together": list(p.explained_only_together)}
+            for p in d.differential.pairs
+        ],
+        "next_tests": [
+            {"finding": t.finding, "how": t.how, "question": t.question, "gain": round(t.gain, 4)} for t in d.next_tests
+        ],
+        "probes": [r.to_json() for r in d.probe_runs],
+        "unmatched_symptoms": [{"text": u.text, "nearest": list(u.nearest)} for u in d.unmatched],
+        "target": {
+            "profile": d.profile.source,
+            "user": d.target.user_name,
+            "writable": d.target.writable,
+            "logs": d.target.logs,
+            "services": d.target.services,
+        },
+    }
+
+
+def render_json(d: Diagnosis) -> str:
+    return json.dumps(to_document(d), indent=2, sort_keys=False, default=str)
