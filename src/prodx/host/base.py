@@ -267,6 +267,12 @@ class Host(abc.ABC):
     def open_files(self, pid: int) -> list[OpenFile]:
         """The file descriptors of ``pid``; raises HostAccessDenied or ProcessLookupError."""
 
+    def scan_space(self, path: str, deadline_s: float, top_n: int = 10) -> dict[str, Any]:
+        """What fills the filesystem under ``path`` (schema ``prodx.space/1``), bounded."""
+        from prodx.scanners.space import ScanMode, scan
+
+        return scan(self.real_path(path), deadline_s=deadline_s, mode=ScanMode.BOTH, top_n=top_n).to_json()
+
     @abc.abstractmethod
     def run(self, argv: list[str], timeout_s: float) -> CommandResult:
         """Run a command as an argv list, never through a shell, bounded by ``timeout_s``."""

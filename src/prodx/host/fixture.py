@@ -4,10 +4,16 @@ Layout of a fixture directory::
 
     root/                 files at their real paths (root/proc/self/mountinfo, root/etc/passwd,
                           root/var/log/app.log ...)
-    host.json             {"hostname", "now", "is_root",
+    host.json             {"hostname", "now", "is_root", "effective_uid",
                            "statvfs": [FsStats...], "write_tests": [WriteResult...],
                            "processes": [ProcessInfo...], "open_files": {"PID": [OpenFile...]},
-                           "commands": [{"argv": [...], "returncode", "stdout", "stderr"}]}
+                           "commands": [{"argv": [...], "returncode", "stdout", "stderr"}],
+                           "stats"/"lstats": {path: {mode, uid, gid, size, mtime, ...}},
+                           "listdirs": {path: [names]}, "globs": {pattern: [paths]},
+                           "space": {path: prodx.space/1 document}, "missing": [paths]}
+
+Recorded stats, listings and globs win over the files under ``root/`` (git does not keep
+owners, modes or mtimes); a path with neither behaves as missing.
     expected.yaml         what the tests expect prodx to conclude (read by tests only)
 
 A path, syscall or command the capture does not hold behaves as on a host where it is
@@ -52,6 +58,38 @@ class FixtureHost(Host):
 
     def real_path(self, path: str) -> str:
         return str(self.directory / "root" / path.lstrip("/"))
+
+    def _recorded_stat(self, kind: str, path: str) -> os.stat_result | None:
+        data = self._meta.get(kind, {}).get(path) or self._meta.get("stats", {}).get(path) or self._meta.get("lstats", {}).get(path)
+        if data is None:
+            return None
+        return os.stat_result(
+            (data["mode"], data.get("ino", 0), data.get("dev", 0), data.get("nlink", 1), data["uid"], data["gid"],
+             data["size"], int(data["mtime"]), int(data["mtime"]), int(data["mtime"]))
+        )
+
+    def stat(self, path: str) -> os.stat_result:
+        return self._recorded_stat("stats", path) or os.stat(self.real_path(path))
+
+    def lstat(self, path: str) -> os.stat_result:
+        return self._recorded_stat("lstats", path) or os.lstat(self.real_path(path))
+
+    def exists(self, path: str) -> bool:
+        if path in self._meta.get("missing", []):
+            return False
+        return self._recorded_stat("lstats", path) is not None or os.path.lexists(self.real_path(path))
+
+    def listdir(self, path: str) -> list[str]:
+        recorded = self._meta.get("listdirs", {}).get(path)
+        return list(recorded) if recorded is not None else sorted(os.listdir(self.real_path(path)))
+
+    def glob(self, pattern: str) -> list[str]:
+        recorded = self._meta.get("globs", {}).get(pattern)
+        return list(recorded) if recorded is not None else super().glob(pattern)
+
+    def scan_space(self, path: str, deadline_s: float, top_n: int = 10) -> dict[str, Any]:
+        recorded = self._meta.get("space", {}).get(path)
+        return recorded if recorded is not None else super().scan_space(path, deadline_s, top_n)
 
     def statvfs_many(self, paths: list[str], deadline_s: float) -> list[FsStats]:
         known = {s["path"]: FsStats.from_json(s) for s in self._meta.get("statvfs", [])}

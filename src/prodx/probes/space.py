@@ -41,7 +41,7 @@ def classify(
 ) -> list[dict[str, Any]]:
     """The hog rules that the scan's biggest consumers match, first match per finding.
 
-    Pure function of a SpaceReport-like object (``files_by_bytes``, ``dirs_by_bytes``,
+    Pure function of a ``prodx.space/1`` document (``files_by_bytes``, ``dirs_by_bytes``,
     ``dirs_by_inodes``). ``prefix`` (scanned root, host path) maps scanned paths back to
     the host's. An empty list means no consumer large enough matches any rule.
     """
@@ -58,11 +58,11 @@ def classify(
         dir_res = [re.compile(p) for p in rule.get("dirs", [])]
         if rule["measure"] == "bytes":
             whole = used_bytes or 1
-            consumers = [(host_path(f.path), f.bytes, file_res) for f in report.files_by_bytes[:_CANDIDATES]]
-            consumers += [(host_path(d.path), d.bytes, dir_res) for d in report.dirs_by_bytes[:_CANDIDATES]]
+            consumers = [(host_path(f["path"]), f["bytes"], file_res) for f in report["files_by_bytes"][:_CANDIDATES]]
+            consumers += [(host_path(d["path"]), d["bytes"], dir_res) for d in report["dirs_by_bytes"][:_CANDIDATES]]
         else:
             whole = used_inodes or 1
-            consumers = [(host_path(d.path), d.inodes, dir_res) for d in report.dirs_by_inodes[:_CANDIDATES]]
+            consumers = [(host_path(d["path"]), d["inodes"], dir_res) for d in report["dirs_by_inodes"][:_CANDIDATES]]
         for path, amount, patterns in consumers:
             share = amount / whole
             if share >= rule["min_share"] and any(p.search(path) for p in patterns):
@@ -86,8 +86,6 @@ class SpaceProbe(Probe):
     deadline_s = 2.5
 
     def run(self, ctx: ProbeContext) -> Iterable[Finding]:
-        from prodx.scanners.space import ScanMode, scan
-
         mounts = short_mounts(ctx)
         if not mounts:
             for fid in self.findings:
@@ -100,15 +98,14 @@ class SpaceProbe(Probe):
             remaining = end - time.monotonic()
             if remaining <= 0.05:
                 break
-            root = ctx.host.real_path(m.mount_point)
-            report = scan(root, deadline_s=remaining, mode=ScanMode.BOTH, top_n=10)
+            report = ctx.host.scan_space(m.mount_point, remaining)
             s = m.stats
             assert s is not None
             used_inodes = s.inodes_total - s.inodes_free
-            scanned.append({"mount_point": m.mount_point, "partial": report.partial, "reason": report.partial_reason})
-            prefix = (root.rstrip("/"), m.mount_point.rstrip("/"))
+            scanned.append({"mount_point": m.mount_point, "partial": report["partial"], "reason": report["partial_reason"]})
+            prefix = (report["root"].rstrip("/"), m.mount_point.rstrip("/"))
             for hit in classify(report, ctx.kb.hogs, s.size_bytes - s.free_bytes, used_inodes, prefix):
-                hit |= {"mount_point": m.mount_point, "partial": report.partial}
+                hit |= {"mount_point": m.mount_point, "partial": report["partial"]}
                 hits.setdefault(hit.pop("finding"), []).append(hit)
         for fid in self.findings:
             if fid in hits:

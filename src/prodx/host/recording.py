@@ -1,0 +1,177 @@
+"""A host that records everything probes ask of another host, to replay it as a fixture.
+
+Wraps a live host; after a run, ``save(directory)`` writes the fixture layout that
+``FixtureHost`` reads (see ``prodx.host.fixture``): the files read (tails only, at most
+``FILE_CAP_BYTES`` each) under ``root/``, and stats, listings, statvfs, write tests,
+processes, open files, space scans and command outputs in ``host.json``. Used to capture
+fixture trees from real machines and lab scenarios.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat as statmod
+import threading
+from pathlib import Path
+from typing import Any
+
+from prodx.host.base import CommandResult, FsStats, Host, OpenFile, ProcessInfo, UserInfo, WriteResult
+
+FILE_CAP_BYTES = 1 << 20
+
+
+def _stat_json(st: os.stat_result) -> dict[str, Any]:
+    return {
+        "mode": st.st_mode,
+        "uid": st.st_uid,
+        "gid": st.st_gid,
+        "size": st.st_size,
+        "mtime": st.st_mtime,
+        "blocks": st.st_blocks,
+        "dev": st.st_dev,
+        "ino": st.st_ino,
+        "nlink": st.st_nlink,
+    }
+
+
+class RecordingHost(Host):
+    """Delegates to ``inner`` and remembers every answer."""
+
+    def __init__(self, inner: Host) -> None:
+        self.inner = inner
+        self.is_root = inner.is_root
+        self.effective_uid = inner.effective_uid
+        self._lock = threading.Lock()
+        self._files: set[str] = set()
+        self._meta: dict[str, Any] = {
+            "stats": {}, "lstats": {}, "listdirs": {}, "globs": {}, "statvfs": [], "write_tests": [],
+            "processes": [], "open_files": {}, "commands": [], "space": {}, "missing": [],
+        }
+
+    def _note(self, key: str, value: Any, sub: str | None = None) -> None:
+        with self._lock:
+            if sub is None:
+                self._meta[key].append(value)
+            else:
+                self._meta[key][sub] = value
+
+    def hostname(self) -> str:
+        self._meta["hostname"] = self.inner.hostname()
+        return self._meta["hostname"]
+
+    def now(self) -> float:
+        self._meta["now"] = self.inner.now()
+        return self._meta["now"]
+
+    def real_path(self, path: str) -> str:
+        with self._lock:
+            self._files.add(path)
+        return self.inner.real_path(path)
+
+    def stat(self, path: str) -> os.stat_result:
+        try:
+            st = self.inner.stat(path)
+        except OSError:
+            self._note("missing", path)
+            raise
+        self._note("stats", _stat_json(st), path)
+        return st
+
+    def lstat(self, path: str) -> os.stat_result:
+        try:
+            st = self.inner.lstat(path)
+        except OSError:
+            self._note("missing", path)
+            raise
+        self._note("lstats", _stat_json(st), path)
+        return st
+
+    def exists(self, path: str) -> bool:
+        found = self.inner.exists(path)
+        if found:
+            try:
+                self._note("lstats", _stat_json(self.inner.lstat(path)), path)
+            except OSError:
+                pass
+        else:
+            self._note("missing", path)
+        return found
+
+    def listdir(self, path: str) -> list[str]:
+        names = self.inner.listdir(path)
+        self._note("listdirs", names, path)
+        return names
+
+    def glob(self, pattern: str) -> list[str]:
+        paths = self.inner.glob(pattern)
+        self._note("globs", paths, pattern)
+        return paths
+
+    def read_bytes(self, path: str, max_bytes: int = 1 << 20) -> bytes:
+        with self._lock:
+            self._files.add(path)
+        return self.inner.read_bytes(path, max_bytes)
+
+    def read_tail(self, path: str, max_bytes: int) -> bytes:
+        with self._lock:
+            self._files.add(path)
+        return self.inner.read_tail(path, max_bytes)
+
+    def statvfs_many(self, paths: list[str], deadline_s: float) -> list[FsStats]:
+        out = self.inner.statvfs_many(paths, deadline_s)
+        for s in out:
+            self._note("statvfs", s.to_json())
+        return out
+
+    def write_test(self, directory: str, user: UserInfo, deadline_s: float) -> WriteResult:
+        result = self.inner.write_test(directory, user, deadline_s)
+        self._note("write_tests", result.to_json())
+        return result
+
+    def processes(self) -> list[ProcessInfo]:
+        out = self.inner.processes()
+        self._meta["processes"] = [p.to_json() for p in out]
+        return out
+
+    def open_files(self, pid: int) -> list[OpenFile]:
+        out = self.inner.open_files(pid)
+        self._note("open_files", [f.to_json() for f in out], str(pid))
+        return out
+
+    def scan_space(self, path: str, deadline_s: float, top_n: int = 10) -> dict[str, Any]:
+        report = self.inner.scan_space(path, deadline_s, top_n)
+        self._note("space", report, path)
+        return report
+
+    def run(self, argv: list[str], timeout_s: float) -> CommandResult:
+        result = self.inner.run(argv, timeout_s)
+        self._note(
+            "commands",
+            {"argv": list(argv), "returncode": result.returncode, "stdout": result.stdout, "stderr": result.stderr},
+        )
+        return result
+
+    def save(self, directory: str | os.PathLike[str]) -> None:
+        """Write the fixture: ``host.json`` and the tails of the files read under ``root/``."""
+        out = Path(directory)
+        (out / "root").mkdir(parents=True, exist_ok=True)
+        self._meta.setdefault("hostname", self.inner.hostname())
+        self._meta.setdefault("now", self.inner.now())
+        self._meta["is_root"] = self.is_root
+        self._meta["effective_uid"] = self.effective_uid
+        for path in sorted(self._files):
+            real = self.inner.real_path(path)
+            try:
+                if not statmod.S_ISREG(os.stat(real).st_mode):
+                    continue
+                with open(real, "rb") as f:
+                    size = os.fstat(f.fileno()).st_size
+                    f.seek(max(0, size - FILE_CAP_BYTES))
+                    data = f.read(FILE_CAP_BYTES)
+            except OSError:
+                continue
+            target = out / "root" / path.lstrip("/")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+        (out / "host.json").write_text(json.dumps(self._meta, indent=1, sort_keys=True, default=str))
