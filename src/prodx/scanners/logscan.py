@@ -48,6 +48,7 @@ CHUNK_BYTES = 1 << 20
 LINE_CAP_BYTES = 64 << 10
 EXAMPLE_CHARS = 300
 _BINARY_SAMPLE_BYTES = 8192
+_COMPRESSED_READ_BYTES = 256 << 10
 # Bytes of a matched line kept for the example: enough context for redaction to see a
 # key before its value, small enough that a hit on a huge line costs nothing.
 _EXAMPLE_KEEP_BYTES = 2048
@@ -494,8 +495,13 @@ class _Scan:
         last_start = buf.rfind(b"\n", start, last_end) + 1 or start
         self.last_line_raw = bytes(buf[last_start:min(last_end, last_start + _EXAMPLE_KEEP_BYTES)])
 
-    def run(self, stream: BinaryIO, *, max_bytes: int | None, skip_first_line: bool) -> None:
-        """Scan ``stream`` to EOF (or ``max_bytes``); I/O errors propagate to the caller."""
+    def run(self, stream: BinaryIO, *, max_bytes: int | None, skip_first_line: bool,
+            read_bytes: int | None = None) -> None:
+        """Scan ``stream`` to EOF (or ``max_bytes``); I/O errors propagate to the caller.
+
+        ``read_bytes`` (at most, and by default, ``CHUNK_BYTES``) is the size of one read.
+        """
+        read_bytes = min(read_bytes or CHUNK_BYTES, CHUNK_BYTES)
         fs, cap = self.fs, LINE_CAP_BYTES
         buf = bytearray(cap + CHUNK_BYTES)
         view = memoryview(buf)
@@ -507,7 +513,7 @@ class _Scan:
         last_byte = -1
         first = True
         while remaining is None or remaining > 0:
-            want = CHUNK_BYTES if remaining is None else min(CHUNK_BYTES, remaining)
+            want = read_bytes if remaining is None else min(read_bytes, remaining)
             got = stream.readinto(view[carry:carry + want])
             if not got:
                 break
@@ -518,7 +524,7 @@ class _Scan:
             last_byte = buf[n - 1]
             if first:
                 first = False
-                if b"\x00" in view[carry:carry + min(got, _BINARY_SAMPLE_BYTES)]:
+                if buf.find(b"\x00", carry, carry + min(got, _BINARY_SAMPLE_BYTES)) >= 0:
                     fs.binary = True
                     return
             start = 0
@@ -622,8 +628,11 @@ def _scan(path: str | os.PathLike[str], matcher: Matcher, *, deadline_s: float |
             else:
                 if hasattr(os, "posix_fadvise"):
                     os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
+                # A decompressor that hits a corrupt or cut-off stream raises and loses what
+                # it decoded in that read call: smaller reads keep more of a damaged rotation.
+                read_bytes = None if fs.compression is Compression.NONE else _COMPRESSED_READ_BYTES
                 with _open_stream(raw, fs.compression) as stream:
-                    scan.run(stream, max_bytes=None, skip_first_line=False)
+                    scan.run(stream, max_bytes=None, skip_first_line=False, read_bytes=read_bytes)
         except OSError as exc:
             if exc.errno is None:   # gzip.BadGzipFile and bz2 "Invalid data stream"
                 fs.error = f"corrupt {fs.compression.value} data: {exc}"
