@@ -120,19 +120,5 @@ def logs(files: tuple[str, ...], as_json: bool, deadline_s: float | None) -> Non
     raise SystemExit(logs_command(files, as_json=as_json, deadline_s=deadline_s))
 
 
-@cli.command("logs")
-@click.argument("files", nargs=-1, type=click.Path(path_type=str))
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON document (schema prodx.logs/1).")
-@click.option(
-    "--deadline", "deadline_s", type=click.FloatRange(min=0.1), default=None,
-    help="Stop after this many seconds and report what was seen (marked PARTIAL).",
-)
-def logs(files: tuple[str, ...], as_json: bool, deadline_s: float | None) -> None:
-    """Known failure signatures in whole log FILEs (.gz/.bz2/.xz rotations too), with counts."""
-    from prodx.report.logs import logs_command
-
-    raise SystemExit(logs_command(files, as_json=as_json, deadline_s=deadline_s))
-
-
 def main() -> None:
     cli()
