@@ -22,11 +22,11 @@ _PRIVATE_KEY = re.compile(
     r"(-----BEGIN [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----).*?(-----END [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----|$)",
     re.S)
 _JWT = re.compile(r"\beyJ[A-Za-z0-9_-]{4,}\.eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*")
-_URL_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^\s:/@]+:)[^\s/]*(@)")
+_URL_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^\s:/@]*:)[^\s/]*(@)")
 _AUTH_HEADER = re.compile(
     r"((?:proxy-)?authorization\"?'?\s*[:=]\s*[\"']?(?:(?:bearer|basic|token|digest|negotiate|ntlm|aws4-hmac-sha256)\s+)?)"
     r"[^\s\"',;]+", re.I)
-_BEARER = re.compile(r"\b((?:bearer|basic)\s+)[A-Za-z0-9._~+/=-]{8,}", re.I)
+_BEARER = re.compile(r"\b((?:bearer|basic)\s+)[A-Za-z0-9._~+/-]{8,}=*(?![\w=])", re.I)
 # Cookie headers: every value goes, names stay.
 _COOKIE_HEADER = re.compile(r"((?:set-)?cookie\"?\s*[:=]\s*)([^\r\n\"]*)", re.I)
 _COOKIE_VALUE = re.compile(r"(^|;\s*|,\s*)([^=;,\s]+=)([^;,\s]*)")
@@ -47,7 +47,7 @@ _KEYWORDS = (r"passw(?:or)?d|pwd|pass|passphrase|secret|token|api[_-]?key|apikey
 # "token_type=" are left alone.
 _KV = re.compile(
     r"(\b[\w.-]*?(?:" + _KEYWORDS + r")(?![A-Za-z])[\"']?\s*(?:=|:|=>)\s*)"
-    r"(\"[^\"]*\"|'[^']*'|[^\s\"'&,;}<>)\]]+)", re.I)
+    r"(\[REDACTED\]|\"[^\"]*\"|'[^']*'|[^\s\"'&,;}<>)\]]+)", re.I)
 _MYSQL_CLI = re.compile(r"(\bmysql(?:dump|admin)?\b[^\n]*?\s-p)(?!\s)([^\s]+)")
 # Long opaque tokens after a key-ish word: "api key 3f9a..." or "token 3f9a...".
 _GENERIC = re.compile(
