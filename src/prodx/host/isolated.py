@@ -9,6 +9,9 @@ Hazards this module exists for:
 - The parent is multi-threaded: after ``fork`` the child only calls ``os`` functions and
   formats plain strings, never takes a lock another thread might hold, and leaves by
   ``os._exit``.
+- A child stuck in the kernel outlives us and keeps every descriptor it inherited: were
+  stdout among them, whoever reads our output through a pipe would wait for EOF forever.
+  So the child drops every descriptor but its answer pipe first.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ import select
 import signal
 import time
 from collections.abc import Callable
+
+_MAX_FD = os.sysconf("SC_OPEN_MAX") if hasattr(os, "sysconf") else 65536
 
 
 def _reap_abandoned(pids: list[int]) -> None:
@@ -45,12 +50,16 @@ def run_isolated(
     children: dict[int, tuple[int, int]] = {}  # read fd -> (index, pid)
     answers: list[str | None] = [None] * len(calls)
     buffers: dict[int, bytes] = {}
+    devnull = os.open(os.devnull, os.O_RDWR)
     for index, call in enumerate(calls):
         rfd, wfd = os.pipe()
         pid = os.fork()
         if pid == 0:  # child
             try:
-                os.close(rfd)
+                for std in (0, 1, 2):
+                    os.dup2(devnull, std)
+                os.closerange(3, wfd)
+                os.closerange(wfd + 1, _MAX_FD)
                 try:
                     text = call()
                 except BaseException as exc:  # noqa: BLE001 - the child reports, never raises
@@ -61,6 +70,7 @@ def run_isolated(
         os.close(wfd)
         children[rfd] = (index, pid)
         buffers[rfd] = b""
+    os.close(devnull)
     pending = dict(children)
     while pending:
         remaining = end - time.monotonic()

@@ -1,0 +1,38 @@
+"""A FUSE filesystem whose statfs never answers: the lab's stand-in for a dead NFS server.
+
+Run as ``python -m tests.helpers.hangfs MOUNTPOINT`` (needs root, /dev/fuse, libfuse2 and
+fusepy). getattr and readdir answer at once, so the mount comes up; statfs blocks until the
+daemon is killed, exactly as statvfs(2) blocks in the kernel on a hung network mount.
+"""
+
+from __future__ import annotations
+
+import errno
+import stat
+import sys
+import threading
+import time
+
+from fuse import FUSE, FuseOSError, Operations
+
+
+class HangFS(Operations):
+    def __init__(self) -> None:
+        self.forever = threading.Event()
+        self.started = time.time()
+
+    def getattr(self, path, fh=None):
+        if path != "/":
+            raise FuseOSError(errno.ENOENT)
+        return {"st_mode": stat.S_IFDIR | 0o755, "st_nlink": 2, "st_ctime": self.started, "st_mtime": self.started, "st_atime": self.started}
+
+    def readdir(self, path, fh):
+        return [".", ".."]
+
+    def statfs(self, path):
+        self.forever.wait()  # never set: the caller blocks in the kernel
+        return {}
+
+
+if __name__ == "__main__":
+    FUSE(HangFS(), sys.argv[1], foreground=True, nothreads=False, fsname="hangfs")
