@@ -56,8 +56,8 @@ def run_diagnose(*, as_json: bool, **options: Any) -> int:
         from prodx.report.terminal import render_terminal
 
         render_terminal(result, _console())
-    leader = result.differential.leader
-    status = ExitStatus.CONDITION_LIKELY if leader and leader.probability >= LIKELY_PROBABILITY else ExitStatus.NOTHING_LIKELY
+    likely = result.differential.likely_probability >= LIKELY_PROBABILITY
+    status = ExitStatus.CONDITION_LIKELY if likely else ExitStatus.NOTHING_LIKELY
     if any(r.status is ProbeStatus.TIMEOUT for r in result.probe_runs):
         # Hazard: an abandoned probe thread may sit in a /proc read; do not wait for it.
         sys.stdout.flush()
@@ -76,8 +76,11 @@ def run_kb_list(kb_dirs: tuple[str, ...]) -> int:
     except KBError as exc:
         return _fail(str(exc), ExitStatus.USAGE_ERROR)
     table = Table(show_edge=False, box=None, padding=(0, 1))
-    for column in ("condition", "name", "prior", "refines", "findings"):
-        table.add_column(column)
+    table.add_column("condition", no_wrap=True)
+    table.add_column("name", overflow="fold")
+    table.add_column("prior", no_wrap=True)
+    table.add_column("refines", no_wrap=True)
+    table.add_column("findings", no_wrap=True)
     for cid, cond in sorted(kb.conditions.items()):
         table.add_row(cid, cond.name, f"{cond.prior:.3f}", cond.refines or "", str(len(cond.findings)))
     console = _console()

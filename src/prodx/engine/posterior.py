@@ -36,6 +36,9 @@ class Ranked:
     support: tuple[str, ...] = ()
     against: tuple[str, ...] = ()
     explains: tuple[str, ...] = ()
+    #: Its own probability plus that of every condition refining it (disk-full includes
+    #: log-growth): how likely it is that this failure is happening, whatever its cause.
+    family_probability: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -54,9 +57,19 @@ class Differential:
     none_probability: float
     pairs: list[Pair] = field(default_factory=list)
 
+    #: The most general condition whose family holds the most probability, and that mass.
+    family_leader: str = ""
+    family_probability: float = 0.0
+
     @property
     def leader(self) -> Ranked | None:
         return self.ranked[0] if self.ranked else None
+
+    @property
+    def likely_probability(self) -> float:
+        """The probability that decides "likely" (exit code 1): the best condition or family."""
+        own = self.ranked[0].probability if self.ranked else 0.0
+        return max(own, self.family_probability)
 
 
 def _p(kb: KnowledgeBase, cond: ConditionDef | None, fid: str) -> float:
@@ -150,11 +163,17 @@ def rank(kb: KnowledgeBase, states: Mapping[str, FindingState], *, limit: int = 
     probs, none_p = posterior(kb, observed)
     order = sorted(probs, key=lambda cid: (-probs[cid], cid))
     present = {fid for fid, is_present in observed.items() if is_present}
+    family = dict(probs)
+    for cid, p in probs.items():
+        for ancestor in kb.chain(cid)[1:]:
+            family[ancestor] += p
     ranked = []
     for cid in order[:limit]:
         cond = kb.conditions[cid]
         support, against = _evidence_split(kb, cond, observed)
         explains = tuple(sorted(f for f in cond.explains if f in present))
-        ranked.append(Ranked(cid, probs[cid], support, against, explains))
+        ranked.append(Ranked(cid, probs[cid], support, against, explains, family[cid]))
     pairs = _pairs(kb, observed, order[:_PAIR_CANDIDATES])
-    return Differential(ranked, none_p, pairs)
+    roots = [cid for cid in family if not kb.conditions[cid].refines]
+    top_root = min(roots, key=lambda cid: (-family[cid], cid)) if roots else ""
+    return Differential(ranked, none_p, pairs, top_root, family.get(top_root, 0.0))

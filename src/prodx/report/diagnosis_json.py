@@ -33,6 +33,7 @@ def to_document(d: Diagnosis) -> dict[str, Any]:
                 "condition": row.condition,
                 "name": cond.name,
                 "probability": round(row.probability, 4),
+                "family_probability": round(row.family_probability, 4),
                 "for": list(row.support),
                 "against": list(row.against),
                 "explains": list(row.explains),
@@ -50,6 +51,7 @@ def to_document(d: Diagnosis) -> dict[str, Any]:
         "findings": [f.to_json() for f in d.findings],
         "differential": differential,
         "none_of_the_known": round(d.differential.none_probability, 4),
+        "likely": {"condition": d.differential.family_leader, "family_probability": round(d.differential.family_probability, 4)},
         "multiple_causes": [
             {"conditions": [p.first, p.second], "factor": round(p.factor, 1), "explained_only_together": list(p.explained_only_together)}
             for p in d.differential.pairs

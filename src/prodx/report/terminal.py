@@ -34,9 +34,18 @@ def render_terminal(d: Diagnosis, console: Console) -> None:
         + (f" · profile {escape(d.profile.source)}" if d.profile.source else " · no profile")
     )
     console.print()
+    family = d.differential.family_leader
     if leader and leader.probability >= LIKELY_PROBABILITY:
         cond = kb.conditions[leader.condition]
         console.print(f"[bold red]LIKELY: {escape(cond.name)}[/] [dim]({leader.condition})[/] — [bold]{_pct(leader.probability)}[/]")
+    elif leader and d.differential.family_probability >= LIKELY_PROBABILITY:
+        root = kb.conditions[family]
+        console.print(
+            f"[bold red]LIKELY: {escape(root.name)}[/] [dim]({family}, with its specific causes)[/] — "
+            f"[bold]{_pct(d.differential.family_probability)}[/]; the cause is not settled yet: "
+            f"{leader.condition} {_pct(leader.probability)}"
+            + "".join(f", {r.condition} {_pct(r.probability)}" for r in ranked[1:3] if family in kb.chain(r.condition))
+        )
     elif leader:
         cond = kb.conditions[leader.condition]
         console.print(

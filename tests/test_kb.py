@@ -1,0 +1,102 @@
+"""The knowledge base: the shipped one loads and lints clean; bad files fail with file,
+line and field; site directories extend it."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from prodx.kb.lint import lint
+from prodx.kb.loader import DATA_DIR, KBError, load_kb
+from prodx.probes import load_all
+
+REQUIRED = {
+    "disk-full", "disk-full-reserved-blocks", "inode-exhaustion", "deleted-open-files", "filesystem-readonly",
+    "disk-quota", "permission-denied", "ownership-changed", "log-growth", "cache-growth", "session-store-full",
+    "io-errors",
+}
+
+
+def test_kb_shipped_has_every_required_condition(kb):
+    assert REQUIRED <= set(kb.conditions)
+
+
+def test_kb_shipped_lints_clean(kb):
+    issues = lint(kb, {name: cls.findings for name, cls in load_all().items()})
+    assert [str(i) for i in issues] == []
+
+
+def test_kb_refinements_form_the_documented_chains(kb):
+    assert kb.chain("log-growth") == ["log-growth", "disk-full"]
+    assert kb.chain("cache-growth") == ["cache-growth", "disk-full"]
+    assert kb.chain("session-store-full")[-1] == "inode-exhaustion"
+
+
+def test_kb_every_condition_has_a_safe_first_step_and_something_to_avoid(kb):
+    for cond in kb.conditions.values():
+        assert any(step.risk == "safe" for step in cond.remedy), cond.id
+        assert cond.avoid, cond.id
+
+
+def _site_kb(tmp_path: Path, condition_text: str) -> Path:
+    site = tmp_path / "site"
+    (site / "conditions").mkdir(parents=True)
+    (site / "conditions" / "my-cond.yaml").write_text(condition_text)
+    return site
+
+
+def test_kb_bad_probability_error_names_file_line_and_field(tmp_path):
+    text = (DATA_DIR / "conditions" / "disk-full.yaml").read_text().replace("id: disk-full", "id: my-cond", 1)
+    text = text.replace("prior: ", "prior: 7 #", 1)
+    site = _site_kb(tmp_path, text)
+    with pytest.raises(KBError) as err:
+        load_kb((str(site),))
+    message = str(err.value)
+    assert "my-cond.yaml:" in message and ": prior:" in message
+    line = int(message.split("my-cond.yaml:")[1].split(":")[0])
+    assert text.splitlines()[line - 1].startswith("prior:")
+
+
+def test_kb_unknown_field_error_names_it(tmp_path):
+    text = (DATA_DIR / "conditions" / "disk-full.yaml").read_text().replace("id: disk-full", "id: my-cond", 1)
+    text += "\nseverity: high\n"
+    with pytest.raises(KBError, match=r"my-cond.yaml:\d+: severity: unknown field"):
+        load_kb((str(_site_kb(tmp_path, text)),))
+
+
+def test_kb_broken_yaml_error_names_line(tmp_path):
+    with pytest.raises(KBError, match=r"my-cond.yaml:2: .*invalid YAML"):
+        load_kb((str(_site_kb(tmp_path, "id: my-cond\nname: [unclosed\n")),))
+
+
+def test_kb_site_condition_extends_the_shipped_kb(tmp_path):
+    text = (DATA_DIR / "conditions" / "disk-full.yaml").read_text().replace("id: disk-full", "id: my-cond", 1)
+    kb = load_kb((str(_site_kb(tmp_path, text)),))
+    assert "my-cond" in kb.conditions and "disk-full" in kb.conditions
+
+
+def test_kb_lint_flags_unknown_finding_and_indistinguishable_conditions(tmp_path, kb):
+    text = (DATA_DIR / "conditions" / "disk-full.yaml").read_text()
+    site = _site_kb(tmp_path, text.replace("id: disk-full", "id: my-cond", 1).replace("storage.full:", "storage.fulll:", 1))
+    issues = [str(i) for i in lint(load_kb((str(site),)), {n: c.findings for n, c in load_all().items()})]
+    assert any("unknown finding id storage.fulll" in i for i in issues)
+    twin = _site_kb(tmp_path / "twin", text.replace("id: disk-full", "id: my-cond", 1))
+    issues = [str(i) for i in lint(load_kb((str(twin),)), {n: c.findings for n, c in load_all().items()})]
+    assert any("disk-full and my-cond" in i and "no finding tells them apart" in i for i in issues)
+
+
+def test_kb_lint_command_exits_zero_on_shipped_kb():
+    proc = subprocess.run([sys.executable, "-m", "prodx", "kb", "lint"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "0 problem(s)" in proc.stdout
+
+
+def test_kb_list_command_lists_every_condition():
+    proc = subprocess.run([sys.executable, "-m", "prodx", "kb", "list"], capture_output=True, text=True)
+    assert proc.returncode == 0
+    for cid in REQUIRED:
+        assert cid in proc.stdout
