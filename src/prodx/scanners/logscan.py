@@ -115,6 +115,8 @@ class SignatureHits:
         count: matching lines.
         first_ts: ISO-8601 time of the first matching line that carries one, else None.
         last_ts: ISO-8601 time of the last matching line that carries one, else None.
+            Both look only at the first and last matching line of each 1 MiB chunk, so a
+            timestamp-less line in between is skipped over cheaply.
         first_line_no: 1-based line number of the first match (from the scan start).
         last_line_no: line number of the last match.
         example: the last matching line, redacted and clipped to ~300 characters.
@@ -469,25 +471,37 @@ class _Scan:
 
     def _record(self, buf: bytearray, matches: list[tuple[int, int, int]], start: int,
                 line_no: int) -> None:
-        """Fold confirmed matches into hits; ``line_no`` counts lines before ``start``."""
+        """Fold confirmed matches into hits; ``line_no`` counts lines before ``start``.
+
+        A log full of one error has a hit on every line, so per hit this only counts;
+        timestamps are parsed and the example copied once per signature per segment
+        (its first and last matching line there).
+        """
         sigs, hits = self.matcher.signatures, self.fs.hits
         pos = start
+        last_in_segment: dict[int, tuple[int, int]] = {}
         for line_start, line_end, sig_index in matches:
             line_no += buf.count(b"\n", pos, line_start)
             pos = line_start
-            sig = sigs[sig_index]
-            raw = bytes(buf[line_start:min(line_end, line_start + _EXAMPLE_KEEP_BYTES)])
-            h = hits.get(sig.id)
+            h = hits.get(sigs[sig_index].id)
             if h is None:
+                sig = sigs[sig_index]
                 h = hits[sig.id] = SignatureHits(sig.id, sig.finding, first_line_no=line_no + 1)
+            if sig_index not in last_in_segment and h.first_ts is None:
+                h.first_ts = self._ts(buf, line_start, line_end)
             h.count += 1
             h.last_line_no = line_no + 1
-            h._example_raw = raw
-            ts = parse_ts(raw, year_hint=self.year_hint, month_hint=self.month_hint)
+            last_in_segment[sig_index] = (line_start, line_end)
+        for sig_index, (line_start, line_end) in last_in_segment.items():
+            h = hits[sigs[sig_index].id]
+            h._example_raw = bytes(buf[line_start:min(line_end, line_start + _EXAMPLE_KEEP_BYTES)])
+            ts = parse_ts(h._example_raw, year_hint=self.year_hint, month_hint=self.month_hint)
             if ts is not None:
-                if h.first_ts is None:
-                    h.first_ts = ts
                 h.last_ts = ts
+
+    def _ts(self, buf: bytearray, line_start: int, line_end: int) -> str | None:
+        head = bytes(buf[line_start:min(line_end, line_start + 128)])
+        return parse_ts(head, year_hint=self.year_hint, month_hint=self.month_hint)
 
     def _segment(self, buf: bytearray, start: int, end: int, line_no: int) -> None:
         self._record(buf, self.matcher.match_lines(buf, start, end), start, line_no)
