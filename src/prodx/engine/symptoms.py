@@ -55,8 +55,8 @@ def _same_word(a: str, b: str) -> bool:
     return len(short) >= 5 and SequenceMatcher(None, a, b).ratio() >= 0.85
 
 
-def _match_at(phrase_words: list[str], clause_words: list[str]) -> int | None:
-    """Index in the clause of the first matched word if every content word of the
+def _match_at(phrase_words: list[str], clause_words: list[str]) -> tuple[int, int] | None:
+    """First and last clause index of the matched words if every content word of the
     phrase is present; None otherwise."""
     wanted = _content(phrase_words) or phrase_words
     positions = []
@@ -65,7 +65,7 @@ def _match_at(phrase_words: list[str], clause_words: list[str]) -> int | None:
         if hit is None:
             return None
         positions.append(hit)
-    return min(positions)
+    return min(positions), max(positions)
 
 
 def _score(phrase_words: list[str], clause_words: list[str]) -> float:
@@ -73,10 +73,12 @@ def _score(phrase_words: list[str], clause_words: list[str]) -> float:
     return sum(any(_same_word(w, c) for c in clause_words) for w in wanted) / len(wanted)
 
 
-def _negated_before(clause_words: list[str], index: int, phrase_words: list[str]) -> bool:
+def _negated(clause_words: list[str], span: tuple[int, int], phrase_words: list[str]) -> bool:
+    """A negator just before the matched words or between them ("uploads do not fail")."""
     if any(w in _NEGATORS for w in phrase_words):
         return False  # the phrase carries its own negation ("login does not work")
-    window = clause_words[max(0, index - 3) : index]
+    first, last = span
+    window = clause_words[max(0, first - 3) : last]
     return any(w in _NEGATORS and w not in _FAILURE_NEGATORS for w in window)
 
 
@@ -97,9 +99,9 @@ def _match_clause(clause: str, defs: list[FindingDef]) -> dict[str, FindingState
             continue
         for phrase in fdef.phrases:
             pwords = _words(phrase)
-            at = _match_at(pwords, words)
-            if at is not None:
-                negated = _negated_before(words, at, pwords)
+            span = _match_at(pwords, words)
+            if span is not None:
+                negated = _negated(words, span, pwords)
                 found[fdef.id] = FindingState.ABSENT if negated else FindingState.PRESENT
                 break
     if _HTTP_5XX.search(clause) and "symptom.http_5xx" not in found:

@@ -1,0 +1,100 @@
+"""The `prodx` command as a user runs it: JSON shape, exit codes, errors, help."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+
+def _prodx(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "prodx", *args], capture_output=True, text=True, timeout=60)
+
+
+def test_cli_diagnose_json_follows_schema_and_sums_to_at_most_one():
+    proc = _prodx("diagnose", "--json")
+    assert proc.returncode in (0, 1), proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["schema"] == "prodx.diagnosis/1"
+    assert set(doc) >= {"host", "started_at", "duration_s", "findings", "differential", "next_tests", "probes"}
+    for f in doc["findings"]:
+        assert set(f) >= {"id", "state", "summary", "evidence", "probe", "reason"}
+        assert f["state"] in ("present", "absent", "unknown")
+        if f["state"] == "unknown":
+            assert f["reason"], f["id"]
+    probs = [row["probability"] for row in doc["differential"]]
+    assert probs == sorted(probs, reverse=True)
+    assert sum(probs) <= 1.0 + 1e-6
+    for row in doc["differential"]:
+        assert set(row) >= {"condition", "name", "probability", "for", "against", "explains", "remedy"}
+    assert {p["status"] for p in doc["probes"]} <= {"ok", "timeout", "error", "skipped", "unprivileged"}
+
+
+def test_cli_diagnose_no_probes_seed_symptoms_point_at_storage_and_exit_1():
+    proc = _prodx(
+        "diagnose", "--no-probes", "--json",
+        "--symptom", "login silently fails", "--symptom", "register page returns 503",
+        "--symptom", "logs stopped updating", "--symptom", "last log line cut off mid-line",
+    )
+    doc = json.loads(proc.stdout)
+    assert proc.returncode == 1
+    assert doc["probes"] == []
+    top3 = [row["condition"] for row in doc["differential"][:3]]
+    assert "disk-full" in top3
+    assert doc["likely"]["condition"] == "disk-full"
+    assert doc["next_tests"] and doc["next_tests"][0]["how"] == "probe"
+
+
+def test_cli_diagnose_unmatched_symptom_is_reported_not_dropped():
+    proc = _prodx("diagnose", "--no-probes", "--json", "--symptom", "the moon is blue")
+    doc = json.loads(proc.stdout)
+    assert doc["unmatched_symptoms"][0]["text"] == "the moon is blue"
+    human = _prodx("diagnose", "--no-probes", "--symptom", "the moon is blue")
+    assert "symptom not understood" in human.stdout and "the moon is blue" in human.stdout
+
+
+def test_cli_diagnose_same_findings_give_byte_identical_differential():
+    args = ("diagnose", "--no-probes", "--json", "--symptom", "login silently fails", "--symptom", "df shows free space")
+    first, second = json.loads(_prodx(*args).stdout), json.loads(_prodx(*args).stdout)
+    assert json.dumps(first["differential"]) == json.dumps(second["differential"])
+    assert json.dumps(first["next_tests"]) == json.dumps(second["next_tests"])
+
+
+def test_cli_diagnose_bad_profile_exits_2_naming_file_line_key(tmp_path):
+    bad = tmp_path / "site.toml"
+    bad.write_text('[app]\nname = "x"\nwritable = "/tmp"\n')
+    proc = _prodx("diagnose", "--profile", str(bad))
+    assert proc.returncode == 2
+    assert f"{bad}:3: app.writable" in proc.stderr
+    assert proc.stdout == ""
+
+
+def test_cli_diagnose_bad_kb_dir_exits_2(tmp_path):
+    (tmp_path / "conditions").mkdir()
+    (tmp_path / "conditions" / "x.yaml").write_text("id: x\nprior: [\n")
+    proc = _prodx("diagnose", "--no-probes", "--kb", str(tmp_path))
+    assert proc.returncode == 2
+    assert "x.yaml:" in proc.stderr
+
+
+@pytest.mark.parametrize("command", [("diagnose",), ("space",), ("logs",), ("kb", "lint"), ("kb", "list")])
+def test_cli_help_teaches_each_command(command):
+    proc = _prodx(*command, "--help")
+    assert proc.returncode == 0
+    assert "Usage:" in proc.stdout
+
+
+def test_cli_diagnose_help_lists_the_spec_options_and_exit_codes():
+    out = _prodx("diagnose", "--help").stdout
+    for option in ("--profile", "--symptom", "--no-probes", "--as", "--deadline", "--kb", "--no-write-test", "--json"):
+        assert option in out
+    assert "Exit codes" in out
+
+
+def test_cli_diagnose_no_write_test_skips_the_writing_probe():
+    doc = json.loads(_prodx("diagnose", "--json", "--no-write-test").stdout)
+    run = next(p for p in doc["probes"] if p["name"] == "storage.write_test")
+    assert run["status"] == "skipped"
