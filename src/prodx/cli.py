@@ -120,5 +120,40 @@ def logs(files: tuple[str, ...], as_json: bool, deadline_s: float | None) -> Non
     raise SystemExit(logs_command(files, as_json=as_json, deadline_s=deadline_s))
 
 
+@cli.group("lab")
+def lab_group() -> None:
+    """Fault scenarios reproduced for real in a sandbox (root: loop mounts, throwaway users)."""
+
+
+@lab_group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document (schema prodx.lab-list/1).")
+def lab_list(as_json: bool) -> None:
+    """Every scenario: the condition it reproduces, what it injects, whether it can run here."""
+    from prodx.lab.commands import list_command
+
+    raise SystemExit(list_command(as_json=as_json))
+
+
+@lab_group.command("run")
+@click.argument("name")
+@click.option("--keep", is_flag=True, help="Leave the fault in place; `prodx lab cleanup` removes it.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document (schema prodx.lab-run/1).")
+@click.option("--no-profile", is_flag=True, help="Diagnose without the scenario's profile, as on a host with no config.")
+def lab_run(name: str, keep: bool, as_json: bool, no_profile: bool) -> None:
+    """Reproduce scenario NAME, show what a user would see and prodx's diagnosis, tear down."""
+    from prodx.lab.commands import run_command
+
+    raise SystemExit(run_command(name, keep=keep, as_json=as_json, use_profile=not no_profile))
+
+
+@lab_group.command("cleanup")
+@click.argument("paths", nargs=-1)
+def lab_cleanup(paths: tuple[str, ...]) -> None:
+    """Remove kept sandboxes (all, or those at PATHS) and any a killed run left behind."""
+    from prodx.lab.commands import cleanup_command
+
+    raise SystemExit(cleanup_command(paths))
+
+
 def main() -> None:
     cli()

@@ -366,11 +366,13 @@ def owner_alive(root: Path) -> bool:
         return False
 
 
-def cleanup_stale(*, include_kept: bool = False, base: Path = BASE_DIR) -> list[tuple[Path, list[str]]]:
-    """Tear down sandboxes whose owner died (and kept ones if asked): [(root, problems)]."""
+def cleanup_stale(*, include_kept: bool = False, only: list[str] | None = None,
+                  base: Path = BASE_DIR) -> list[tuple[Path, list[str]]]:
+    """Tear down sandboxes whose owner died (and kept ones if asked), all or those whose root
+    is in ``only``: [(root, problems)]. A sandbox whose owner still runs is never touched."""
     done = []
     for root in sandbox_dirs(base):
-        if owner_alive(root):
+        if (only is not None and str(root) not in only) or owner_alive(root):
             continue
         try:
             sb = Sandbox.adopt(root)
