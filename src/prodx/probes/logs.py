@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import statistics
+import time
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
@@ -25,6 +26,8 @@ RECENT_S = 24 * 3600
 _SILENT_MIN_S = 600
 _SILENT_FACTOR = 20
 _MIN_LINES_FOR_RHYTHM = 20
+#: How long a log without a final newline must stay unchanged to count as cut off.
+_SETTLE_S = 0.1
 _KERNEL_FINDINGS = ("log.kernel_fs_error", "log.kernel_io_error", "log.kernel_remount_ro")
 _DMESG_STAMP = re.compile(r"^\[\s*(\d+)\.\d+\]")
 
@@ -180,9 +183,9 @@ class LogTailsProbe(Probe):
                 yield from (unknown(f, f"cannot read {path}: {exc.strerror}") for f in self.findings)
                 return
             age_s = now - st.st_mtime
-            if tail and not tail.endswith(b"\n") and age_s > 2:
+            if tail and not tail.endswith(b"\n"):
                 last = tail.rsplit(b"\n", 1)[-1][-200:].decode("utf-8", "replace")
-                cut.append({"path": path, "last_line_end": last, "age_s": round(age_s)})
+                cut.append({"path": path, "last_line_end": last, "age_s": round(age_s), "size": st.st_size})
             writer = held_by.get(path) or services
             gaps = _gaps([parse_ts(line) for line in tail.split(b"\n")[-200:]])
             if writer and len(gaps) >= _MIN_LINES_FOR_RHYTHM:
@@ -191,6 +194,7 @@ class LogTailsProbe(Probe):
                     silent.append(
                         {"path": path, "age_s": round(age_s), "median_gap_s": rhythm, "writers": sorted(set(writer))}
                     )
+        cut = _still_cut(ctx, cut)
         if cut:
             yield present(
                 "log.truncated_tail",
@@ -211,6 +215,21 @@ class LogTailsProbe(Probe):
             )
         else:
             yield absent("log.silent", "no app log has gone quiet against its own rhythm", logs=paths)
+
+
+def _still_cut(ctx: ProbeContext, cut: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The logs still unchanged a moment later: a writer caught mid-line has moved on."""
+    if not cut:
+        return cut
+    time.sleep(_SETTLE_S)
+    out = []
+    for item in cut:
+        try:
+            if ctx.host.stat(item["path"]).st_size == item.pop("size"):
+                out.append(item)
+        except OSError:
+            continue
+    return out
 
 
 def _gaps(stamps: list[str | None]) -> list[float]:
