@@ -20,9 +20,13 @@ _GIB = 1 << 30
 
 
 def is_full(m: Mount) -> bool:
-    """No room even for root: free < max(1 MiB, min(1 % of the size, 1 GiB))."""
+    """No room even for root: free < max(2 MiB, min(1 % of the size, 1 GiB)).
+
+    ext4 keeps a few hundred KiB it never hands out, so a tiny filesystem filled to ENOSPC by
+    root still shows some free blocks: hence the 2 MiB floor.
+    """
     s = m.stats
-    return bool(s and s.size_bytes and s.free_bytes < max(_MIB, min(s.size_bytes // 100, _GIB)))
+    return bool(s and s.size_bytes and s.free_bytes < max(2 * _MIB, min(s.size_bytes // 100, _GIB)))
 
 
 def is_low(m: Mount) -> bool:

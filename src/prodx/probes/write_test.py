@@ -67,7 +67,7 @@ class WriteTestProbe(Probe):
         for fid in self.findings:
             if fid in failures:
                 items = failures[fid]
-                yield present(fid, "; ".join(i["text"] for i in items), failures=items, user=user.name)
+                yield present(fid, _summary(items, user.name), failures=items, user=user.name)
             else:
                 yield absent(fid, f"no {fid.rsplit('_', 1)[1].upper()} writing as {user.name}", tested=tested, user=user.name)
 
@@ -78,7 +78,7 @@ class WriteTestProbe(Probe):
             "errno": result.errno_name,
             "stage": result.stage.value,
         }
-        text = f"{result.stage.value}() in {result.directory} as {user.name} failed: {result.errno_name}"
+        text = f"{result.stage.value}() failed with {result.errno_name}"
         if result.errno_name == "ENOSPC":
             mount = mount_of(result.directory, measured_mounts(ctx))
             if mount and mount.stats and mount.stats.outcome is CallOutcome.OK:
@@ -101,5 +101,14 @@ class WriteTestProbe(Probe):
                 text += " (mode bits allow it: an ACL, immutable flag or SELinux/AppArmor refuses)"
         if result.stage.value in ("fsync", "close"):
             text += "; the write itself was accepted: delayed allocation failed later"
-        item["text"] = text
+        item["why"] = text
+        item["text"] = f"{text}, as {user.name} in {result.directory}"
         return item
+
+
+def _summary(items: list[dict[str, Any]], user: str) -> str:
+    """One line per distinct failure, naming every directory it hit."""
+    groups: dict[str, list[str]] = {}
+    for item in items:
+        groups.setdefault(item["why"], []).append(item["directory"])
+    return "; ".join(f"{why} as {user} in {', '.join(dirs)}" for why, dirs in groups.items())

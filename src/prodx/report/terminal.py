@@ -73,9 +73,13 @@ def render_terminal(d: Diagnosis, console: Console) -> None:
     table.add_column("P", justify="right")
     table.add_column("condition")
     table.add_column("name")
-    table.add_column("for", style="green")
-    for row in ranked[:6]:
-        table.add_row(_pct(row.probability), row.condition, kb.conditions[row.condition].name, ", ".join(row.support[:3]))
+    table.add_column("distinctive evidence", style="green")
+    shown = ranked[:6]
+    # Findings every row shares (a full disk) tell the rows apart no better than nothing.
+    common = set.intersection(*(set(r.support) for r in shown)) if len(shown) > 1 else set()
+    for row in shown:
+        own = [f for f in row.support if f not in common]
+        table.add_row(_pct(row.probability), row.condition, kb.conditions[row.condition].name, ", ".join(own[:3]) or "—")
     table.add_row(_pct(d.differential.none_probability), "—", "none of the known conditions", "", style="dim")
     console.print(table)
     console.print()
