@@ -130,8 +130,11 @@ class RecordingHost(Host):
         return result
 
     def processes(self) -> list[ProcessInfo]:
+        from prodx.redact import redact
+
         out = self.inner.processes()
-        self._meta["processes"] = [p.to_json() for p in out]
+        # Command lines can carry passwords and tokens: they leave the host redacted.
+        self._meta["processes"] = [p.to_json() | {"cmdline": [redact(a) for a in p.cmdline]} for p in out]
         return out
 
     def open_files(self, pid: int) -> list[OpenFile]:
