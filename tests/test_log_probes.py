@@ -1,0 +1,150 @@
+"""Log probes on real files and real processes: signatures in the tail, a last line cut off,
+a log gone silent while its writer runs, and the kernel log."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from datetime import datetime, timedelta
+
+import pytest
+
+from prodx.host import LocalHost
+from prodx.host.fixture import FixtureHost
+from prodx.model import FindingState
+from prodx.probes.base import ProbeContext, Target
+from prodx.probes.logs import KernelLogProbe, LogSignaturesProbe, LogTailsProbe
+from prodx.probes.runner import run_probes
+
+
+def _run(probe, kb, target, host=None):
+    findings, runs = run_probes([probe], ProbeContext(host or LocalHost(), target, kb), deadline_s=5.0)
+    return {f.id: f for f in findings}, runs[0]
+
+
+def _lines(start: datetime, count: int, step_s: int, text: str = "app.INFO: request handled") -> str:
+    return "".join(
+        f"[{(start + timedelta(seconds=i * step_s)).isoformat(timespec='seconds')}] {text} #{i}\n" for i in range(count)
+    )
+
+
+@pytest.fixture()
+def holder():
+    """A real process that keeps files open, like a worker holding its log."""
+    procs = []
+
+    def hold(path):
+        proc = subprocess.Popen(
+            [sys.executable, "-c", "import sys,time; f=open(sys.argv[1],'a'); time.sleep(60)", str(path)]
+        )
+        procs.append(proc)
+        for _ in range(100):
+            if any(os.readlink(f"/proc/{proc.pid}/fd/{fd}") == str(path) for fd in os.listdir(f"/proc/{proc.pid}/fd")):
+                return proc
+            time.sleep(0.02)
+        raise AssertionError("the holder never opened the file")
+
+    yield hold
+    for proc in procs:
+        proc.kill()
+        proc.wait()
+
+
+def test_log_signatures_recent_enospc_lines_are_present_with_count(tmp_path, kb):
+    log = tmp_path / "prod.log"
+    now = datetime.now()
+    body = _lines(now - timedelta(minutes=30), 50, 10)
+    body += "".join(
+        f'[{(now - timedelta(minutes=5 - i)).isoformat(timespec="seconds")}] app.ERROR: fopen(/var/www/var/cache/x.php): '
+        "Failed to open stream: No space left on device\n"
+        for i in range(3)
+    )
+    log.write_text(body)
+    found, run = _run(LogSignaturesProbe(), kb, Target(logs=[str(log)]))
+    assert run.status.value == "ok"
+    assert found["log.enospc"].state is FindingState.PRESENT
+    assert sum(h["count"] for h in found["log.enospc"].evidence["hits"]) == 3
+    assert found["log.readonly_fs"].state is FindingState.ABSENT
+
+
+def test_log_signatures_only_old_hits_count_as_absent(tmp_path, kb):
+    log = tmp_path / "prod.log"
+    old = datetime.now() - timedelta(days=3)
+    log.write_text(f"[{old.isoformat(timespec='seconds')}] app.ERROR: write failed: No space left on device\n")
+    found, _ = _run(LogSignaturesProbe(), kb, Target(logs=[str(log)]))
+    assert found["log.enospc"].state is FindingState.ABSENT
+
+
+def test_log_tails_last_line_cut_off_is_truncated_tail(tmp_path, kb):
+    log = tmp_path / "prod.log"
+    log.write_text(_lines(datetime.now() - timedelta(minutes=2), 10, 10) + '[2026-01-01T00:00:00] app.INFO: User "cust')
+    found, _ = _run(LogTailsProbe(), kb, Target(logs=[str(log)]))
+    assert found["log.truncated_tail"].state is FindingState.PRESENT
+    assert "cust" in found["log.truncated_tail"].summary
+
+
+def test_log_tails_complete_last_line_is_not_truncated(tmp_path, kb):
+    log = tmp_path / "prod.log"
+    log.write_text(_lines(datetime.now() - timedelta(minutes=2), 10, 10))
+    found, _ = _run(LogTailsProbe(), kb, Target(logs=[str(log)]))
+    assert found["log.truncated_tail"].state is FindingState.ABSENT
+
+
+def test_log_tails_log_quiet_for_hours_while_writer_runs_is_silent(tmp_path, kb, holder):
+    log = tmp_path / "worker.log"
+    last = datetime.now() - timedelta(hours=2)
+    log.write_text(_lines(last - timedelta(seconds=10 * 99), 100, 10))
+    os.utime(log, (last.timestamp(), last.timestamp()))
+    holder(log)
+    found, _ = _run(LogTailsProbe(), kb, Target(logs=[str(log)]))
+    assert found["log.silent"].state is FindingState.PRESENT
+    assert found["log.silent"].evidence["logs"][0]["median_gap_s"] == 10
+
+
+def test_log_tails_quiet_log_without_running_writer_is_not_silent(tmp_path, kb):
+    log = tmp_path / "old.log"
+    last = datetime.now() - timedelta(hours=2)
+    log.write_text(_lines(last - timedelta(seconds=10 * 99), 100, 10))
+    os.utime(log, (last.timestamp(), last.timestamp()))
+    found, _ = _run(LogTailsProbe(), kb, Target(logs=[str(log)]))
+    assert found["log.silent"].state is FindingState.ABSENT
+
+
+def test_log_probes_without_any_log_say_unknown_with_reason(kb):
+    found, _ = _run(LogTailsProbe(), kb, Target(logs=["/nonexistent/prod.log"]))
+    assert found["log.silent"].state is FindingState.UNKNOWN
+    assert "no app logs" in found["log.silent"].reason
+
+
+def _kernel_fixture(tmp_path, dmesg_stdout: str, returncode: int = 0):
+    (tmp_path / "root" / "proc").mkdir(parents=True)
+    (tmp_path / "root" / "proc" / "uptime").write_text("5000.00 9000.00\n")
+    meta = {"commands": [{"argv": ["dmesg"], "returncode": returncode, "stdout": dmesg_stdout, "stderr": ""}]}
+    (tmp_path / "host.json").write_text(json.dumps(meta))
+    return FixtureHost(tmp_path)
+
+
+DMESG_EXT4 = """\
+[    1.234567] EXT4-fs (vda): mounted filesystem with ordered data mode. Quota mode: none.
+[ 4990.100000] EXT4-fs error (device sdb1): ext4_find_entry:1455: inode #2: comm php-fpm8.2: reading directory lblock 0
+[ 4990.100100] Aborting journal on device sdb1-8.
+[ 4990.100200] EXT4-fs (sdb1): Remounting filesystem read-only
+[ 4990.000000] blk_update_request: I/O error, dev sdb, sector 2048 op 0x0:(READ) flags 0x0 phys_seg 1 prio class 0
+"""
+
+
+def test_kernel_probe_ext4_errors_and_remount_are_present(tmp_path, kb):
+    found, _ = _run(KernelLogProbe(), kb, Target(), host=_kernel_fixture(tmp_path, DMESG_EXT4))
+    assert found["log.kernel_fs_error"].state is FindingState.PRESENT
+    assert found["log.kernel_remount_ro"].state is FindingState.PRESENT
+    assert found["log.kernel_io_error"].state is FindingState.PRESENT
+
+
+def test_kernel_probe_dmesg_denied_and_no_kern_log_is_unknown(tmp_path, kb):
+    host = _kernel_fixture(tmp_path, "", returncode=1)
+    found, _ = _run(KernelLogProbe(), kb, Target(), host=host)
+    assert found["log.kernel_fs_error"].state is FindingState.UNKNOWN
+    assert "dmesg" in found["log.kernel_fs_error"].reason
