@@ -9,8 +9,11 @@ Modes:
     log PATH              realistic log lines appended until refused; the last line is cut
     files DIR PREFIX      small files named PREFIX<random> until refused (inodes or blocks)
     cache DIR             64 KiB cache entries under two levels of hashed folders until refused
-    hold PATH BYTES       a worker named lab-worker that writes PATH up to BYTES fast, then
-                          appends a line every half second until killed
+    appcache DIR LOG      one cache write as the app would; on refusal a Symfony-style CRITICAL
+                          line with the real strerror is appended to LOG
+    hold PATH BYTES       a worker named lab-worker that writes PATH up to BYTES, waits until
+                          PATH is deleted, keeps writing the open file until refused, then
+                          tries a line every half second until killed
 """
 
 from __future__ import annotations
@@ -175,17 +178,46 @@ def hold(path: str, target: str) -> None:
         pass
     rng = random.Random(17)
     t = time.time() - 3600
-    fh = open(path, "ab", buffering=0)  # noqa: SIM115 - held open until killed, that is the point
-    while fh.tell() < int(target):
+
+    def burst() -> bytes:
+        nonlocal t
         t += 0.01
-        fh.write(b"".join(_log_line(rng, t) for _ in range(512)))
-    os.fsync(fh.fileno())
+        return b"".join(_log_line(rng, t) for _ in range(512))
+
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)  # held until killed: the point
+    while os.fstat(fd).st_size < int(target):
+        os.write(fd, burst())
+    os.fsync(fd)
+    # Someone deletes the big log; the worker never reopens it and keeps logging into the
+    # nameless file until the filesystem is full.
+    while os.fstat(fd).st_nlink:
+        time.sleep(0.05)
+    _write_until_refused(fd, iter(burst, None))
     while True:
         time.sleep(0.5)
         try:
-            fh.write(_log_line(rng, time.time()))
+            os.write(fd, _log_line(rng, time.time()))
         except OSError:
             pass
+
+
+def appcache(directory: str, log_path: str) -> dict:
+    """What the app does on its next request: write a cache entry under ``directory``; when
+    the kernel refuses, log the failure (with the real strerror) the way Symfony does."""
+    target = os.path.join(directory, "pools", "a3")
+    try:
+        os.makedirs(target, exist_ok=True)
+        with open(os.path.join(target, "b7e1d2.cache"), "wb") as fh:
+            fh.write(b"cached")
+    except OSError as exc:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
+        line = (f'[{stamp}.000000+00:00] request.CRITICAL: Uncaught PHP Exception RuntimeException: '
+                f'"Unable to write in the cache directory ({target}): {exc.strerror}." at '
+                f"/srv/app/vendor/symfony/cache/Traits/FilesystemCommonTrait.php line 59\n")
+        with open(log_path, "a", encoding="utf-8") as fh:
+            fh.write(line)
+        return {"errno": _errname(exc), "bytes": 0, "files": 0}
+    return {"errno": None, "bytes": 6, "files": 1}
 
 
 def main(argv: list[str]) -> int:
@@ -193,7 +225,7 @@ def main(argv: list[str]) -> int:
     if mode == "hold":
         hold(*args)
         return 0
-    result = {"blob": blob, "log": log, "files": files, "cache": cache}[mode](*args)
+    result = {"blob": blob, "log": log, "files": files, "cache": cache, "appcache": appcache}[mode](*args)
     print(json.dumps(result))
     return 0
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from prodx.lab.sandbox import Sandbox
-from prodx.lab.scenarios.common import AppOnLoop
+from prodx.lab.scenarios.common import AppOnLoop, fill
 
 
 class CacheOwnedByRoot(AppOnLoop):
@@ -27,6 +27,9 @@ class CacheOwnedByRoot(AppOnLoop):
         sb.write_text(prod / "App_KernelProdContainer.php", "<?php // container dumped by cache:warmup\n")
         self.injected.append(f"root recreated {prod} (0755 root:root) with pools/, twig/, doctrine/ and the "
                              f"container; {self.user.name} cannot write there")
+        r = fill(sb, "appcache", prod, self.log, user=self.user)
+        self.injected.append(f"the app's next request, as {self.user.name}, failed to write its cache with "
+                             f"{r['errno']} and logged it to {self.log}")
 
 
 class PermissionDenied(AppOnLoop):

@@ -189,11 +189,13 @@ class ReadonlyRemount(AppOnLoop):
 class DeletedOpenLog(AppOnLoop):
     name = "deleted-open-log"
     condition = "deleted-open-files"
-    description = ("a worker process (lab-worker, as the app user) writes mnt/app/var/log/worker.log to 75 % "
-                   "of the filesystem; the file is deleted while the worker keeps it open and appending")
+    description = ("a worker process (lab-worker, as root) writes mnt/app/var/log/worker.log to 75 % "
+                   "of the filesystem; the file is deleted while the worker keeps it open and writing, until "
+                   "the filesystem is full of data no path leads to")
     symptoms = (
         "df says the disk is nearly full but du finds only a little",
-        "deleting the big log freed nothing",
+        "deleting the big log freed nothing; the disk filled up anyway",
+        "writes fail with 'No space left on device'",
     )
     fill_fraction = 0.75
 
@@ -201,8 +203,9 @@ class DeletedOpenLog(AppOnLoop):
         st = os.statvfs(self.mnt)
         target = int(st.f_blocks * st.f_frsize * self.fill_fraction)
         self.worker_log = self.app / "var/log/worker.log"
-        self.worker = sb.spawn(fill_argv("hold", self.worker_log, str(target)), user=self.user,
-                               log="worker.out")
+        # As root, like the logging daemons this usually is (rsyslog, a root cron job's output):
+        # it also uses root's reserve, so the filesystem ends up full for everyone.
+        self.worker = sb.spawn(fill_argv("hold", self.worker_log, str(target)), log="worker.out")
         deadline = time.monotonic() + 60
         while not (self.worker_log.exists() and self.worker_log.stat().st_size >= target):
             if self.worker.poll() is not None:
@@ -211,8 +214,14 @@ class DeletedOpenLog(AppOnLoop):
                 raise LabError("the worker did not reach its size within 60 s")
             time.sleep(0.1)
         sb.remove(self.worker_log)
-        self.injected.append(f"worker pid {self.worker.pid} ({self.user.name}) wrote {mib(target)} to "
-                             f"{self.worker_log}; the file was deleted while the worker holds it open")
+        deadline = time.monotonic() + 60
+        while os.statvfs(self.mnt).f_bavail:  # root's view: f_bavail reaches 0 before f_bfree
+            if time.monotonic() > deadline:
+                raise LabError("the worker did not fill the filesystem within 60 s of the delete")
+            time.sleep(0.1)
+        self.injected.append(f"worker pid {self.worker.pid} (root) wrote {mib(target)} to "
+                             f"{self.worker_log}; the file was deleted while the worker holds it open, "
+                             f"and the worker kept writing it until the filesystem was full")
 
     def profile(self, sb: Sandbox) -> str:
         return profile_toml(name=f"lab-{self.name}", user=self.user.name,
