@@ -141,7 +141,7 @@ def cache(directory: str) -> dict:
     count = 0
     total = 0
     data = os.urandom(64 << 10)
-    last_sub = directory
+    last_sub, last = directory, ""
     while True:
         h = f"{rng.getrandbits(64):016x}"
         sub = os.path.join(directory, "pools", "app", h[0], h[1:3])

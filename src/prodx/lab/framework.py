@@ -19,7 +19,7 @@ import shutil
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -130,8 +130,8 @@ class Scenario:
         return profile_toml(name=f"lab-{self.name}", user=self.user.name if self.user else "root")
 
 
-def profile_toml(*, name: str, user: str, writable: list[str] = (), logs: list[str] = (),  # type: ignore[assignment]
-                 services: list[str] = ()) -> str:  # type: ignore[assignment]
+def profile_toml(*, name: str, user: str, writable: Sequence[str] = (), logs: Sequence[str] = (),
+                 services: Sequence[str] = ()) -> str:
     """A prodx profile as TOML text.
 
     >>> print(profile_toml(name="lab-x", user="root", logs=["/tmp/a.log"]), end="")
@@ -143,11 +143,11 @@ def profile_toml(*, name: str, user: str, writable: list[str] = (), logs: list[s
     services = []
     """
     # A JSON string is a valid TOML basic string (same escapes), so json.dumps quotes safely.
-    def arr(items: list[str]) -> str:
+    def arr(items: Sequence[str]) -> str:
         return "[" + ", ".join(json.dumps(str(i)) for i in items) + "]"
 
-    return (f"[app]\nname = {json.dumps(name)}\nuser = {json.dumps(user)}\nwritable = {arr(list(writable))}\n"
-            f"logs = {arr(list(logs))}\nservices = {arr(list(services))}\n")
+    return (f"[app]\nname = {json.dumps(name)}\nuser = {json.dumps(user)}\nwritable = {arr(writable)}\n"
+            f"logs = {arr(logs)}\nservices = {arr(services)}\n")
 
 
 def all_scenarios() -> dict[str, type[Scenario]]:
