@@ -98,3 +98,16 @@ def assert_diagnosed(run: Staged, *, profile: bool = True) -> None:
     assert lead["condition"] in run.scenario.accepted and lead["probability"] >= 0.5, (
         f"expected one of {run.scenario.accepted} first (p >= 0.5), got {ranking}; present findings {present}"
     )
+
+
+class LabHelpers:
+    """The helpers above, handed to tests as the ``lab`` fixture (conftest is not importable)."""
+
+    stage = staticmethod(stage)
+    write_as = staticmethod(write_as)
+    assert_diagnosed = staticmethod(assert_diagnosed)
+
+
+@pytest.fixture
+def lab() -> LabHelpers:
+    return LabHelpers()
