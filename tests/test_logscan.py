@@ -48,7 +48,7 @@ SAMPLE = "\n".join([ACCESS, NGINX_ENOSPC, ACCESS, PHP_SESSION, KERNEL, ACCESS]) 
 FINDINGS = {
     "log.enospc", "log.permission_denied", "log.readonly_fs", "log.quota_exceeded",
     "log.io_error", "log.session_write_failed", "log.cache_write_failed",
-    "log.kernel_fs_error", "log.kernel_remount_ro", "log.kernel_io_error",
+    "log.kernel_fs_error", "log.kernel_remount_ro", "log.kernel_remounted_ro", "log.kernel_io_error",
     "log.too_many_open_files", "log.out_of_memory", "log.oom_kill", "log.connection_refused",
     "log.upstream_timeout", "log.worker_pool_full", "log.php_memory_exhausted",
     "log.tls_error", "log.dns_failure", "log.db_write_failed",

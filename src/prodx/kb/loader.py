@@ -87,7 +87,7 @@ class KnowledgeBase:
     conditions: dict[str, ConditionDef] = field(default_factory=dict)
     signatures: list[dict[str, Any]] = field(default_factory=list)
     hogs: list[dict[str, Any]] = field(default_factory=list)
-    locations: dict[str, list[str]] = field(default_factory=lambda: {"service_logs": [], "kernel_logs": []})
+    locations: dict[str, list[str]] = field(default_factory=lambda: {"service_logs": [], "system_logs": [], "kernel_logs": []})
     sources: list[str] = field(default_factory=list)
 
     def chain(self, condition_id: str) -> list[str]:

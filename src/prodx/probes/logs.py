@@ -28,7 +28,10 @@ _SILENT_FACTOR = 20
 _MIN_LINES_FOR_RHYTHM = 20
 #: How long a log without a final newline must stay unchanged to count as cut off.
 _SETTLE_S = 0.1
-_KERNEL_FINDINGS = ("log.kernel_fs_error", "log.kernel_io_error", "log.kernel_remount_ro")
+_KERNEL_FINDINGS = ("log.kernel_fs_error", "log.kernel_io_error", "log.kernel_remount_ro", "log.kernel_remounted_ro")
+#: Findings about one filesystem: its line names the device, e.g. "EXT4-fs (sdb1): ...".
+_PER_FILESYSTEM = {"log.kernel_fs_error": False, "log.kernel_remount_ro": True, "log.kernel_remounted_ro": True}
+_KERNEL_DEVICE = re.compile(r"(?:-fs|XFS|BTRFS)[^(]*\((?:device )?([\w.-]+)\)")
 _DMESG_STAMP = re.compile(r"^\[\s*(\d+)\.\d+\]")
 
 
@@ -121,6 +124,9 @@ class LogSignaturesProbe(Probe):
         paths = list(app_logs(ctx))
         for pattern in ctx.kb.locations["service_logs"]:
             paths += [p for p in ctx.host.glob(pattern) if p not in paths]
+        app_level = set(paths)
+        for pattern in ctx.kb.locations["system_logs"]:
+            paths += [p for p in ctx.host.glob(pattern) if p not in paths]
         m = matcher(ctx)
         now = ctx.host.now()
         read, errors = [], []
@@ -140,6 +146,7 @@ class LogSignaturesProbe(Probe):
             reason = "no log could be read: " + "; ".join(errors) if errors else "no logs found (give them in the profile)"
             yield from (unknown(f, reason) for f in self.findings)
             return
+        app_read = [p for p in read if p in app_level]
         for fid in self.findings:
             if fid in hits:
                 items = sorted(hits[fid], key=lambda h: -h["count"])
@@ -151,8 +158,14 @@ class LogSignaturesProbe(Probe):
                     f"{total} line(s) in {len({h['file'] for h in items})} log(s), e.g. {top['file']}{when}: {top['example']}",
                     hits=items[:5],
                 )
-            else:
+            elif app_read:
                 yield absent(fid, f"not in the last {TAIL_BYTES >> 20} MiB of {len(read)} log(s)", logs=read, unreadable=errors)
+            else:
+                yield unknown(
+                    fid,
+                    f"only system logs were readable ({', '.join(read)}); the app's and web server's logs are "
+                    "not known: give them in a profile",
+                )
 
 
 class LogTailsProbe(Probe):
@@ -259,10 +272,11 @@ class KernelLogProbe(Probe):
             return
         sigs = [s for s in ctx.kb.signatures if s["finding"] in self.findings]
         compiled = [(s, re.compile(s["pattern"], re.I if s.get("ignore_case") else 0)) for s in sigs]
+        mounted = _mounted_devices(ctx)
         hits: dict[str, list[str]] = {}
         for line in lines:
             for sig, rx in compiled:
-                if rx.search(line):
+                if rx.search(line) and _about_current_mount(sig["finding"], line, mounted):
                     hits.setdefault(sig["finding"], []).append(line.strip())
                     break
         from prodx.redact import redact
@@ -297,3 +311,32 @@ class KernelLogProbe(Probe):
                     continue
                 return text.splitlines()[1:], path
         return None, ""
+
+
+def _mounted_devices(ctx: ProbeContext) -> dict[str, bool] | None:
+    """Device name (``sdb1``, ``loop0``) → mounted read-only, for every current mount;
+    None when the mount table cannot be read."""
+    from prodx.probes.mounts import parse_mountinfo
+
+    try:
+        table = parse_mountinfo(ctx.host.read_text("/proc/self/mountinfo"))
+    except OSError:
+        return None
+    out: dict[str, bool] = {}
+    for m in table:
+        name = m.source.rsplit("/", 1)[-1]
+        out[name] = out.get(name, True) and m.readonly
+    return out
+
+
+def _about_current_mount(finding: str, line: str, mounted: dict[str, bool] | None) -> bool:
+    """Whether a kernel line about one filesystem concerns one mounted now (read-only, for a
+    remount). Device names are reused (loop0, a replaced sdb), so lines about filesystems
+    since unmounted or remounted read-write are history, not the present failure."""
+    if finding not in _PER_FILESYSTEM or mounted is None:
+        return True
+    device = _KERNEL_DEVICE.search(line)
+    if device is None:
+        return True
+    name = device.group(1)
+    return name in mounted and (mounted[name] or not _PER_FILESYSTEM[finding])

@@ -60,9 +60,9 @@ def first_denial(host: Host, directory: str, user: UserInfo) -> Denial | None:
         except OSError:
             return None
         last = i == len(parts) - 1
-        need, missing = (3, "write (w) and search (x)") if last else (1, "search (x)")
-        if not allows(st, user, need):
+        lacking = [name for bit, name in ((2, "write (w)"), (1, "search (x)")) if (last or bit == 1) and not allows(st, user, bit)]
+        if lacking:
             return Denial(
-                path, host.user_name(st.st_uid), host.group_name(st.st_gid), stat.filemode(st.st_mode), missing
+                path, host.user_name(st.st_uid), host.group_name(st.st_gid), stat.filemode(st.st_mode), " and ".join(lacking)
             )
     return None

@@ -15,9 +15,9 @@ from typing import Any
 from prodx.host.base import CallOutcome, UserInfo, WriteResult
 from prodx.model import Finding, absent, present, unknown
 from prodx.probes.base import Probe, ProbeContext
-from prodx.probes.mounts import measured_mounts, mount_of
+from prodx.probes.mounts import is_disk_fs, measured_mounts, mount_of
 from prodx.probes.permissions import first_denial
-from prodx.probes.storage import is_out_of_inodes, is_reserved_only
+from prodx.probes.storage import is_full, is_out_of_inodes, is_reserved_only
 
 _BY_ERRNO = {
     "ENOSPC": "storage.write_enospc",
@@ -64,10 +64,18 @@ class WriteTestProbe(Probe):
             fid = _BY_ERRNO.get(result.errno_name)
             if fid:
                 failures.setdefault(fid, []).append(self._explain(ctx, result, user))
+        untested = _untested_problem_mounts(ctx, tested)
         for fid in self.findings:
             if fid in failures:
                 items = failures[fid]
                 yield present(fid, _summary(items, user.name), failures=items, user=user.name)
+            elif untested:
+                # A clean write in /tmp says nothing about the full filesystem next door.
+                yield unknown(
+                    fid,
+                    f"the paths tested ({', '.join(tested)}) are not on {', '.join(untested)}, which is short of "
+                    "space or read-only: give the app's writable paths in a profile",
+                )
             else:
                 yield absent(fid, f"no {fid.rsplit('_', 1)[1].upper()} writing as {user.name}", tested=tested, user=user.name)
 
@@ -104,6 +112,18 @@ class WriteTestProbe(Probe):
         item["why"] = text
         item["text"] = f"{text}, as {user.name} in {result.directory}"
         return item
+
+
+def _untested_problem_mounts(ctx: ProbeContext, tested: list[str]) -> list[str]:
+    """Mount points that are full, out of inodes or read-only and hold none of ``tested``."""
+    mounts = [m for m in measured_mounts(ctx) if m.stats and m.stats.outcome is CallOutcome.OK]
+    covered = {m.mount_point for m in (mount_of(d, mounts) for d in tested) if m}
+    return [
+        m.mount_point
+        for m in mounts
+        if m.mount_point not in covered
+        and (is_full(m) or is_reserved_only(m) or is_out_of_inodes(m) or (m.readonly and is_disk_fs(m)))
+    ]
 
 
 def _summary(items: list[dict[str, Any]], user: str) -> str:
