@@ -148,3 +148,23 @@ def test_kernel_probe_dmesg_denied_and_no_kern_log_is_unknown(tmp_path, kb):
     found, _ = _run(KernelLogProbe(), kb, Target(), host=host)
     assert found["log.kernel_fs_error"].state is FindingState.UNKNOWN
     assert "dmesg" in found["log.kernel_fs_error"].reason
+
+
+def test_kernel_probe_remount_of_a_filesystem_now_mounted_rw_is_history(tmp_path, kb):
+    host = _kernel_fixture(tmp_path, DMESG_EXT4)
+    (tmp_path / "root" / "proc" / "self").mkdir(parents=True)
+    (tmp_path / "root" / "proc" / "self" / "mountinfo").write_text(
+        "27 1 8:17 / /srv rw,relatime - ext4 /dev/sdb1 rw,errors=remount-ro\n"
+    )
+    found, _ = _run(KernelLogProbe(), kb, Target(), host=host)
+    assert found["log.kernel_remount_ro"].state is FindingState.ABSENT
+    assert found["log.kernel_fs_error"].state is FindingState.PRESENT  # sdb1 is still mounted
+
+
+def test_kernel_probe_errors_of_a_filesystem_no_longer_mounted_are_history(tmp_path, kb):
+    host = _kernel_fixture(tmp_path, DMESG_EXT4)
+    (tmp_path / "root" / "proc" / "self").mkdir(parents=True)
+    (tmp_path / "root" / "proc" / "self" / "mountinfo").write_text("27 1 254:0 / / rw - ext4 /dev/vda rw\n")
+    found, _ = _run(KernelLogProbe(), kb, Target(), host=host)
+    assert found["log.kernel_fs_error"].state is FindingState.ABSENT
+    assert found["log.kernel_io_error"].state is FindingState.PRESENT  # device-level: kept

@@ -31,7 +31,10 @@ _SETTLE_S = 0.1
 _KERNEL_FINDINGS = ("log.kernel_fs_error", "log.kernel_io_error", "log.kernel_remount_ro", "log.kernel_remounted_ro")
 #: Findings about one filesystem: its line names the device, e.g. "EXT4-fs (sdb1): ...".
 _PER_FILESYSTEM = {"log.kernel_fs_error": False, "log.kernel_remount_ro": True, "log.kernel_remounted_ro": True}
-_KERNEL_DEVICE = re.compile(r"(?:-fs|XFS|BTRFS)[^(]*\((?:device )?([\w.-]+)\)")
+_KERNEL_DEVICE = re.compile(
+    r"(?:-fs|XFS|BTRFS)[^(]*\((?:device )?([\w.-]+)\)"  # EXT4-fs error (device sdb1)
+    r"|journal on device ([\w.]+?)(?:-\d+)?[.\s]"  # Aborting journal on device sdb1-8.
+)
 _DMESG_STAMP = re.compile(r"^\[\s*(\d+)\.\d+\]")
 
 
@@ -338,5 +341,5 @@ def _about_current_mount(finding: str, line: str, mounted: dict[str, bool] | Non
     device = _KERNEL_DEVICE.search(line)
     if device is None:
         return True
-    name = device.group(1)
+    name = device.group(1) or device.group(2)
     return name in mounted and (mounted[name] or not _PER_FILESYSTEM[finding])
