@@ -7,7 +7,6 @@ import gzip
 import json
 import lzma
 import os
-import re
 import subprocess
 import sys
 import textwrap

@@ -12,7 +12,7 @@ from typing import Any
 from prodx.host.base import CallOutcome
 from prodx.model import Finding, absent, present
 from prodx.probes.base import Probe, ProbeContext
-from prodx.probes.mounts import Mount, fstab_options, is_disk_fs, measured_mounts
+from prodx.probes.mounts import Mount, fstab_options, is_disk_fs, measured_mounts, mount_of
 from prodx.units import fmt_bytes
 
 _MIB = 1 << 20
@@ -142,8 +142,6 @@ class StorageMountsProbe(Probe):
 
     @staticmethod
     def _holder(path: str, mounts: list[Mount]) -> str:
-        from prodx.probes.mounts import mount_of
-
         m = mount_of(path, mounts)
         return m.mount_point if m else ""
 

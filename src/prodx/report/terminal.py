@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from prodx.diagnosis import Diagnosis
-from prodx.model import LIKELY_PROBABILITY, FindingState, ProbeStatus
+from prodx.model import LIKELY_PROBABILITY, Finding, FindingState, ProbeStatus
 from prodx.report.diagnosis_json import ordered_remedy
 
 if TYPE_CHECKING:
@@ -94,7 +94,7 @@ def render_terminal(d: Diagnosis, console: Console) -> None:
         if not leader.support:
             console.print("  (nothing observed points to it yet)", style="dim")
         if leader.against:
-            console.print(f"[bold]Against[/]")
+            console.print("[bold]Against[/]")
             for fid in leader.against:
                 f = by_id.get(fid)
                 console.print(f"  [red]✗[/] [bold]{fid}[/] {escape(_evidence_line(f))}")
@@ -145,13 +145,12 @@ def _hog_evidence(d: Diagnosis, support: tuple[str, ...]) -> str:
     return ""
 
 
-def _evidence_line(f: object) -> str:
+def _evidence_line(f: Finding | None) -> str:
     if f is None:
         return ""
-    state = getattr(f, "state")
-    if state is FindingState.ABSENT:
-        return f"(absent) {getattr(f, 'summary')}"
-    return getattr(f, "summary") or getattr(f, "reason")
+    if f.state is FindingState.ABSENT:
+        return f"(absent) {f.summary}"
+    return f.summary or f.reason
 
 
 def _footer(d: Diagnosis, console: Console) -> None:
