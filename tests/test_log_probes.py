@@ -20,8 +20,24 @@ from prodx.probes.logs import KernelLogProbe, LogSignaturesProbe, LogTailsProbe
 from prodx.probes.runner import run_probes
 
 
+class _OnlyOurProcesses(LocalHost):
+    """The real host, but its process table shows only the processes a test started, so
+    logs other programs on the machine hold open (CI's own output) cannot leak in."""
+
+    def __init__(self, pids: set[int]) -> None:
+        super().__init__()
+        self.pids = pids
+
+    def processes(self):
+        return [p for p in super().processes() if p.pid in self.pids]
+
+
+HELD: set[int] = set()
+
+
 def _run(probe, kb, target, host=None):
-    findings, runs = run_probes([probe], ProbeContext(host or LocalHost(), target, kb), deadline_s=5.0)
+    host = host or _OnlyOurProcesses(HELD)
+    findings, runs = run_probes([probe], ProbeContext(host, target, kb), deadline_s=5.0)
     return {f.id: f for f in findings}, runs[0]
 
 
@@ -41,6 +57,7 @@ def holder():
             [sys.executable, "-c", "import sys,time; f=open(sys.argv[1],'a'); time.sleep(60)", str(path)]
         )
         procs.append(proc)
+        HELD.add(proc.pid)
         for _ in range(100):
             if any(os.readlink(f"/proc/{proc.pid}/fd/{fd}") == str(path) for fd in os.listdir(f"/proc/{proc.pid}/fd")):
                 return proc
@@ -49,6 +66,7 @@ def holder():
 
     yield hold
     for proc in procs:
+        HELD.discard(proc.pid)
         proc.kill()
         proc.wait()
 

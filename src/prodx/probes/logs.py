@@ -60,12 +60,24 @@ def matcher(ctx: ProbeContext) -> Any:
     return ctx.fact("matcher", compute)
 
 
+#: Scratch space, not where services keep logs: a build's output redirected to /tmp/x.log
+#: is not an app log (and is mid-line half the time).
+_SCRATCH_DIRS = ("/tmp/", "/var/tmp/", "/dev/shm/", "/run/")
+
+
 def app_logs(ctx: ProbeContext) -> list[str]:
-    """The profile's logs, then ``.log`` files running processes hold open (not deleted)."""
+    """The profile's logs, then ``.log`` files running processes hold open (not deleted,
+    not in scratch directories)."""
 
     def compute() -> list[str]:
         files, _denied = all_open_files(ctx)
-        held = sorted({f.target for f, _ in files if not f.deleted and f.target.endswith(".log")})
+        held = sorted(
+            {
+                f.target
+                for f, _ in files
+                if not f.deleted and f.target.endswith(".log") and not f.target.startswith(_SCRATCH_DIRS)
+            }
+        )
         return list(dict.fromkeys([*ctx.target.logs, *held]))
 
     return ctx.fact("app_logs", compute)
