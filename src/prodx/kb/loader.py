@@ -1,8 +1,9 @@
 """Loads the knowledge base: findings, log signatures and conditions, validated by schema.
 
-Reads ``data/findings.yaml``, ``data/signatures.yaml`` and ``data/conditions/*.yaml`` from
-the package, then the same layout from each ``--kb DIR`` (a site's condition replaces a
-shipped one of the same id). Any error names the file, the line and the field.
+Reads ``data/findings/*.yaml`` (or one ``findings.yaml``), ``data/signatures/*.yaml`` (or one
+``signatures.yaml``), ``hogs.yaml``, ``locations.yaml`` and ``data/conditions/*.yaml`` from the
+package, then the same layout from each ``--kb DIR`` (a site's condition replaces a shipped one
+of the same id). Any error names the file, the line and the field.
 """
 
 from __future__ import annotations
@@ -192,16 +193,20 @@ def _condition_def(entry: dict[str, Any], source: Path) -> ConditionDef:
     )
 
 
+def _data_files(directory: Path, name: str) -> list[Path]:
+    """``NAME.yaml`` and every ``NAME/*.yaml`` in ``directory``, in name order."""
+    single = directory / f"{name}.yaml"
+    return ([single] if single.exists() else []) + sorted((directory / name).glob("*.yaml"))
+
+
 def _load_dir(kb: KnowledgeBase, directory: Path, *, shipped: bool) -> None:
     kb.sources.append(str(directory))
-    findings_file = directory / "findings.yaml"
-    if findings_file.exists():
+    for findings_file in _data_files(directory, "findings"):
         for i, entry in enumerate(load_yaml(findings_file, "findings")):
             if entry["id"] in kb.findings and shipped:
                 raise KBError(findings_file, _line_of(findings_file.read_text(), [i]), f"[{i}].id", f"duplicate finding id {entry['id']}")
             kb.findings[entry["id"]] = _finding_def(entry)
-    signatures_file = directory / "signatures.yaml"
-    if signatures_file.exists():
+    for signatures_file in _data_files(directory, "signatures"):
         kb.signatures.extend(load_yaml(signatures_file, "signatures"))
     locations_file = directory / "locations.yaml"
     if locations_file.exists():

@@ -3,23 +3,16 @@
 from __future__ import annotations
 
 import importlib
+import pkgutil
 
 from prodx.probes.base import REGISTRY, Probe
 
-_MODULES = (
-    "storage",
-    "write_test",
-    "ownership",
-    "deleted_open",
-    "space",
-    "logs",
-)
-
 
 def load_all() -> dict[str, type[Probe]]:
-    """Every registered probe class, by name."""
-    for module in _MODULES:
-        importlib.import_module(f"prodx.probes.{module}")
+    """Every registered probe class, by name: importing each module of this package
+    registers the probes it defines."""
+    for module in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{module.name}")
     return dict(sorted(REGISTRY.items()))
 
 

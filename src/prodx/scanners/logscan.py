@@ -2,7 +2,7 @@
 
 Reads a log file (plain, or a ``.gz``/``.bz2``/``.xz`` rotation recognised by its magic
 bytes) in fixed 1 MiB chunks and matches the signature catalogue
-(``kb/data/signatures.yaml``) against each line. For example, a file holding::
+(``kb/data/signatures/*.yaml``) against each line. For example, a file holding::
 
     2024/03/02 10:41:07 [crit] 1234#0: *88 pwrite() "/var/lib/nginx/body/0000000012" failed (28: No space left on device)
 
@@ -53,7 +53,7 @@ _COMPRESSED_READ_BYTES = 256 << 10
 # key before its value, small enough that a hit on a huge line costs nothing.
 _EXAMPLE_KEEP_BYTES = 2048
 
-DEFAULT_SIGNATURES = Path(__file__).resolve().parent.parent / "kb" / "data" / "signatures.yaml"
+DEFAULT_SIGNATURES = Path(__file__).resolve().parent.parent / "kb" / "data" / "signatures"
 
 _ID_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 _FINDING_RE = re.compile(r"^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*$")
@@ -201,7 +201,8 @@ def load_signatures(path: str | os.PathLike[str] | None = None) -> list[Signatur
     """Load and validate a signature catalogue.
 
     Args:
-        path: a YAML file; None means the packaged ``kb/data/signatures.yaml``.
+        path: a YAML file, or a directory of them; None means the packaged
+            ``kb/data/signatures/``.
 
     Returns:
         The signatures in file order; an empty file gives an empty list.
@@ -211,6 +212,8 @@ def load_signatures(path: str | os.PathLike[str] | None = None) -> list[Signatur
             line, and the field.
     """
     path = Path(path) if path is not None else DEFAULT_SIGNATURES
+    if path.is_dir():
+        return [sig for file in sorted(path.glob("*.yaml")) for sig in load_signatures(file)]
     text = path.read_text(encoding="utf-8")
     loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
     try:

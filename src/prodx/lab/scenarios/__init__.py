@@ -1,3 +1,8 @@
-"""Every lab scenario; importing this package registers them (see prodx.lab.framework)."""
+"""Every lab scenario; importing this package imports each module here, which registers
+the scenarios it defines (see prodx.lab.framework)."""
 
-from prodx.lab.scenarios import storage, permissions, web  # isort: skip - list order  # noqa: F401 - registration by import
+import importlib
+import pkgutil
+
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
