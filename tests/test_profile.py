@@ -42,3 +42,57 @@ def test_profile_bad_input_error_names_file_line_and_key(text, expected):
 def test_profile_missing_file_error_names_it(tmp_path):
     with pytest.raises(ProfileError, match="nope.toml: no such file"):
         load_profile(str(tmp_path / "nope.toml"))
+
+
+EXAMPLE_TABLES = """\
+[app]
+name = "shop"
+
+[[http]]
+url = "https://shop.example.com/health"
+expect_text = "ok"
+
+[[http]]
+url = "https://shop.example.com/login"
+login = { form = { username = "probe", password = "pw" }, expect_text = "Logged in", then_url = "https://shop.example.com/account" }
+
+[[dependency]]
+name = "database"
+url = "postgres://shop@127.0.0.1/shop"
+
+[[dependency]]
+name = "payments"
+tcp = "api.payments.example:443"
+
+[[tls]]
+file = "/etc/ssl/shop/fullchain.pem"
+"""
+
+
+def test_profile_http_dependency_tls_tables_load():
+    p = parse_profile(EXAMPLE_TABLES)
+    assert [h.url for h in p.http] == ["https://shop.example.com/health", "https://shop.example.com/login"]
+    assert p.http[1].login.form == {"username": "probe", "password": "pw"}
+    assert [(d.name, d.kind, d.address) for d in p.dependencies] == [
+        ("database", "postgres", ("127.0.0.1", 5432)),
+        ("payments", "tcp", ("api.payments.example", 443)),
+    ]
+    assert p.tls[0].file == "/etc/ssl/shop/fullchain.pem"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('[[http]]\nurl = "http://a"\n\n[[http]]\nurl = "http://b"\nexpect_status = 9\n', "site.toml:6: http[1].expect_status"),
+        ('[[http]]\nurl = "ftp://a"\n', "site.toml:2: http[0].url: must be an http:// or https:// URL"),
+        ('[[http]]\nurl = "http://a"\nlogin = { form = { u = "x" } }\n', "site.toml:3: http[0].login.expect_text: is required"),
+        ('[[dependency]]\nname = "db"\n', "site.toml:1: dependency[0]: needs exactly one of tcp or url"),
+        ('[[dependency]]\nname = "db"\ntcp = "db.local"\n', 'site.toml:3: dependency[0].tcp: must be "host:port"'),
+        ('[[tls]]\nendpoint = "x:1"\ncolour = 1\n', "site.toml:3: tls[0].colour: unknown key"),
+        ('[http]\nurl = "http://a"\n', "site.toml:1: http: must be written [[http]]"),
+    ],
+)
+def test_profile_tables_bad_input_names_line_and_key(text, expected):
+    with pytest.raises(ProfileError) as err:
+        parse_profile(text, "site.toml")
+    assert str(err.value).startswith(expected)

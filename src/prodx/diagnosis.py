@@ -68,6 +68,9 @@ def build_target(host: Host, profile: Profile, as_user: str) -> Target:
         logs=list(profile.logs),
         services=list(profile.services),
         writable_from_profile=bool(profile.writable),
+        http=list(profile.http),
+        dependencies=list(profile.dependencies),
+        tls=list(profile.tls),
     )
 
 

@@ -9,6 +9,29 @@ Example::
     logs = ["/var/www/shop/var/log/prod.log"]
     services = ["php-fpm8.2", "nginx"]
 
+    [[http]]
+    url = "https://shop.example.com/health"
+    expect_status = 200
+    expect_text = "ok"
+
+    [[http]]
+    url = "https://shop.example.com/login"
+    login = { form = { username = "probe", password = "secret" }, then_url = "https://shop.example.com/account", expect_text = "Logged in as probe" }
+
+    [[dependency]]
+    name = "database"
+    url = "postgres://shop@127.0.0.1:5432/shop"
+
+    [[dependency]]
+    name = "payments"
+    tcp = "api.payments.example:443"
+
+    [[tls]]
+    endpoint = "shop.example.com:443"
+
+    [[tls]]
+    file = "/etc/ssl/shop/fullchain.pem"
+
 Every key is optional; unknown keys and wrong types are errors naming file, line and key.
 """
 
@@ -16,18 +39,11 @@ from __future__ import annotations
 
 import re
 import tomllib
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-#: key → (type description, checker)
-_APP_KEYS: dict[str, tuple[str, Any]] = {
-    "name": ("a string", lambda v: isinstance(v, str)),
-    "user": ("a string (a user name or uid)", lambda v: isinstance(v, str | int) and not isinstance(v, bool)),
-    "writable": ("a list of absolute paths", lambda v: isinstance(v, list) and all(isinstance(x, str) and x.startswith("/") for x in v)),
-    "logs": ("a list of absolute paths", lambda v: isinstance(v, list) and all(isinstance(x, str) and x.startswith("/") for x in v)),
-    "services": ("a list of process names", lambda v: isinstance(v, list) and all(isinstance(x, str) and x for x in v)),
-}
+from urllib.parse import urlsplit
 
 
 class ProfileError(ValueError):
@@ -39,6 +55,54 @@ class ProfileError(ValueError):
 
 
 @dataclass(frozen=True)
+class LoginJourney:
+    """Post ``form`` to the check's URL, follow the redirect (or open ``then_url``) with the
+    cookies it set, and expect ``expect_text``: a session that survives a redirect."""
+
+    form: dict[str, str]
+    expect_text: str
+    then_url: str = ""
+
+
+@dataclass(frozen=True)
+class HttpCheck:
+    url: str
+    expect_status: int = 200
+    expect_text: str = ""
+    login: LoginJourney | None = None
+
+
+@dataclass(frozen=True)
+class Dependency:
+    """Something the app needs over the network: ``tcp`` "host:port", or a ``url`` whose
+    scheme says what it is (postgres, postgresql, mysql, redis, http, https)."""
+
+    name: str
+    tcp: str = ""
+    url: str = ""
+
+    @property
+    def kind(self) -> str:
+        return urlsplit(self.url).scheme if self.url else "tcp"
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """(host, port) to connect to; the scheme's default port when the URL has none."""
+        if self.tcp:
+            host, _, port = self.tcp.rpartition(":")
+            return host.strip("[]"), int(port)
+        parts = urlsplit(self.url)
+        return parts.hostname or "127.0.0.1", parts.port or _DEFAULT_PORTS[parts.scheme]
+
+
+@dataclass(frozen=True)
+class TlsCheck:
+    endpoint: str = ""  # host:port
+    file: str = ""
+    server_name: str = ""
+
+
+@dataclass(frozen=True)
 class Profile:
     """What a site says about its app. An empty profile means "discover what you can"."""
 
@@ -47,24 +111,130 @@ class Profile:
     writable: tuple[str, ...] = ()
     logs: tuple[str, ...] = ()
     services: tuple[str, ...] = ()
+    http: tuple[HttpCheck, ...] = ()
+    dependencies: tuple[Dependency, ...] = ()
+    tls: tuple[TlsCheck, ...] = ()
     source: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _line_of_key(text: str, table: str, key: str) -> int | None:
-    """The line where ``key`` is set inside ``[table]`` (or at top level when table is '')."""
-    current = ""
+_DEFAULT_PORTS = {"postgres": 5432, "postgresql": 5432, "mysql": 3306, "redis": 6379, "http": 80, "https": 443}
+_HOST_PORT = re.compile(r"^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9_.-]+):(\d{1,5})$")
+
+
+def _is_str(v: Any) -> bool:
+    return isinstance(v, str)
+
+
+def _is_abs_paths(v: Any) -> bool:
+    return isinstance(v, list) and all(isinstance(x, str) and x.startswith("/") for x in v)
+
+
+def _is_names(v: Any) -> bool:
+    return isinstance(v, list) and all(isinstance(x, str) and x for x in v)
+
+
+def _is_url(*schemes: str) -> Callable[[Any], bool]:
+    def check(v: Any) -> bool:
+        return isinstance(v, str) and urlsplit(v).scheme in schemes and bool(urlsplit(v).hostname)
+
+    return check
+
+
+def _is_host_port(v: Any) -> bool:
+    return isinstance(v, str) and bool(_HOST_PORT.match(v)) and 0 < int(v.rsplit(":", 1)[1]) < 65536
+
+
+def _is_status(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and 100 <= v <= 599
+
+
+def _is_form(v: Any) -> bool:
+    return isinstance(v, dict) and all(isinstance(x, str) for x in v.values())
+
+
+#: table → key → (what it must be, checker); "required" keys are listed apart.
+_SCHEMA: dict[str, dict[str, tuple[str, Callable[[Any], bool]]]] = {
+    "app": {
+        "name": ("a string", _is_str),
+        "user": ("a string (a user name or uid)", lambda v: isinstance(v, str | int) and not isinstance(v, bool)),
+        "writable": ("a list of absolute paths", _is_abs_paths),
+        "logs": ("a list of absolute paths", _is_abs_paths),
+        "services": ("a list of process names", _is_names),
+    },
+    "http": {
+        "url": ("an http:// or https:// URL", _is_url("http", "https")),
+        "expect_status": ("an HTTP status code (100-599)", _is_status),
+        "expect_text": ("a string", _is_str),
+        "login": ("a table {form, expect_text, then_url}", lambda v: isinstance(v, dict)),
+    },
+    "http.login": {
+        "form": ("a table of string fields", _is_form),
+        "expect_text": ("a string", _is_str),
+        "then_url": ("an http:// or https:// URL", _is_url("http", "https")),
+    },
+    "dependency": {
+        "name": ("a string", _is_str),
+        "tcp": ('"host:port"', _is_host_port),
+        "url": ("a postgres://, mysql://, redis://, http:// or https:// URL", _is_url(*_DEFAULT_PORTS)),
+    },
+    "tls": {
+        "endpoint": ('"host:port"', _is_host_port),
+        "file": ("an absolute path", lambda v: isinstance(v, str) and v.startswith("/")),
+        "server_name": ("a host name", _is_str),
+    },
+}
+_REQUIRED = {"http": ("url",), "http.login": ("form", "expect_text"), "dependency": ("name",)}
+_ONE_OF = {"dependency": ("tcp", "url"), "tls": ("endpoint", "file")}
+_ARRAYS = ("http", "dependency", "tls")
+
+
+def _line_of(text: str, table: str, index: int | None, key: str) -> int | None:
+    """The line where ``key`` is set in ``[table]`` (or the ``index``-th ``[[table]]``), or the
+    table's header line when ``key`` is empty; inline tables count as their key's line."""
+    current: tuple[str, int | None] = ("", None)
+    counts: dict[str, int] = {}
     for number, line in enumerate(text.splitlines(), 1):
         stripped = line.strip()
-        header = re.match(r"^\[\s*([^\]]+?)\s*\]", stripped)
-        if header:
-            current = header.group(1)
-            if not table and current == key:
+        array = re.match(r"^\[\[\s*([^\]]+?)\s*\]\]", stripped)
+        plain = re.match(r"^\[\s*([^\]]+?)\s*\]", stripped)
+        if array:
+            name = array.group(1)
+            counts[name] = counts.get(name, -1) + 1
+            current = (name, counts[name])
+        elif plain:
+            name = plain.group(1)
+            head = name.split(".")[0]
+            current = (name, counts.get(head)) if head in _ARRAYS else (name, None)
+        else:
+            if current == (table, index) and key and re.match(rf"^{re.escape(key)}\s*=", stripped):
                 return number
             continue
-        if current == table and re.match(rf"^{re.escape(key)}\s*=", stripped):
+        if current == (table, index) and not key:
             return number
     return None
+
+
+def _check_table(
+    text: str, source: str, table: str, index: int | None, data: Any, parent_line: int | None = None, label: str = ""
+) -> None:
+    label = label or (table if index is None else f"{table}[{index}]")
+    where = _line_of(text, table, index, "") or parent_line
+    if not isinstance(data, dict):
+        raise ProfileError(source, where, label, "must be a table")
+    schema = _SCHEMA[table]
+    for key, value in data.items():
+        line = _line_of(text, table, index, key) or where
+        if key not in schema:
+            raise ProfileError(source, line, f"{label}.{key}", f"unknown key (known: {', '.join(schema)})")
+        kind, check = schema[key]
+        if not check(value):
+            raise ProfileError(source, line, f"{label}.{key}", f"must be {kind}, got {value!r}")
+    for key in _REQUIRED.get(table, ()):
+        if key not in data:
+            raise ProfileError(source, where, f"{label}.{key}", "is required")
+    choices = _ONE_OF.get(table)
+    if choices and sum(k in data for k in choices) != 1:
+        raise ProfileError(source, where, label, f"needs exactly one of {' or '.join(choices)}")
 
 
 def parse_profile(text: str, source: str = "<profile>") -> Profile:
@@ -75,24 +245,39 @@ def parse_profile(text: str, source: str = "<profile>") -> Profile:
         match = re.search(r"line (\d+)", str(exc))
         line = int(match.group(1)) if match else len(text.splitlines()) or 1
         raise ProfileError(source, line, "", f"invalid TOML: {exc}") from exc
-    for top in data:
-        if top != "app":
-            raise ProfileError(source, _line_of_key(text, "", top), top, "unknown table or key (known: [app])")
+    for top, value in data.items():
+        if top not in ("app", *_ARRAYS):
+            line = _line_of(text, top, None, "") or _line_of(text, "", None, top)
+            raise ProfileError(source, line, top, "unknown table or key (known: [app], [[http]], [[dependency]], [[tls]])")
+        if top in _ARRAYS and not isinstance(value, list):
+            raise ProfileError(source, _line_of(text, top, None, "") or _line_of(text, "", None, top), top, f"must be written [[{top}]] (a list of tables)")
     app = data.get("app", {})
-    if not isinstance(app, dict):
-        raise ProfileError(source, _line_of_key(text, "", "app"), "app", "must be a table: [app]")
-    for key, value in app.items():
-        if key not in _APP_KEYS:
-            raise ProfileError(source, _line_of_key(text, "app", key), f"app.{key}", f"unknown key (known: {', '.join(_APP_KEYS)})")
-        kind, check = _APP_KEYS[key]
-        if not check(value):
-            raise ProfileError(source, _line_of_key(text, "app", key), f"app.{key}", f"must be {kind}, got {value!r}")
+    _check_table(text, source, "app", None, app)
+    for table in _ARRAYS:
+        for i, entry in enumerate(data.get(table, [])):
+            _check_table(text, source, table, i, entry)
+            if table == "http" and "login" in entry:
+                line = _line_of(text, "http", i, "login") or _line_of(text, "http.login", i, "")
+                _check_table(text, source, "http.login", i, entry["login"], line, f"http[{i}].login")
     return Profile(
         name=app.get("name", ""),
         user=str(app.get("user", "")),
         writable=tuple(app.get("writable", ())),
         logs=tuple(app.get("logs", ())),
         services=tuple(app.get("services", ())),
+        http=tuple(
+            HttpCheck(
+                url=h["url"],
+                expect_status=h.get("expect_status", 200),
+                expect_text=h.get("expect_text", ""),
+                login=LoginJourney(h["login"]["form"], h["login"]["expect_text"], h["login"].get("then_url", ""))
+                if "login" in h
+                else None,
+            )
+            for h in data.get("http", [])
+        ),
+        dependencies=tuple(Dependency(d["name"], d.get("tcp", ""), d.get("url", "")) for d in data.get("dependency", [])),
+        tls=tuple(TlsCheck(t.get("endpoint", ""), t.get("file", ""), t.get("server_name", "")) for t in data.get("tls", [])),
         source=source,
     )
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import abc
 import enum
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -190,6 +191,10 @@ class UserInfo:
     groups: tuple[int, ...] = field(default_factory=tuple)
 
 
+class NotCaptured(LookupError):
+    """A replayed host was asked something its capture does not hold."""
+
+
 class HostAccessDenied(PermissionError):
     """The host refused a read for lack of privilege; probes turn it into ``unknown``."""
 
@@ -266,6 +271,14 @@ class Host(abc.ABC):
     @abc.abstractmethod
     def open_files(self, pid: int) -> list[OpenFile]:
         """The file descriptors of ``pid``; raises HostAccessDenied or ProcessLookupError."""
+
+    def observe(self, kind: str, key: Any, compute: Callable[[], Any]) -> Any:
+        """An observation that is neither a file nor a command: a TCP connect, a DNS lookup,
+        an HTTP exchange, a TLS handshake. ``compute`` makes it on a live host and returns
+        JSON-serialisable data; a recording host keeps it under (kind, key) and a fixture host
+        replays it (raising NotCaptured when it holds none). ``key`` is JSON-serialisable.
+        """
+        return compute()
 
     def scan_space(self, path: str, deadline_s: float, top_n: int = 10) -> dict[str, Any]:
         """What fills the filesystem under ``path`` (schema ``prodx.space/1``), bounded."""

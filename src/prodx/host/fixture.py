@@ -10,7 +10,8 @@ Layout of a fixture directory::
                            "commands": [{"argv": [...], "returncode", "stdout", "stderr"}],
                            "stats"/"lstats": {path: {mode, uid, gid, size, mtime, ...}},
                            "listdirs": {path: [names]}, "globs": {pattern: [paths]},
-                           "space": {path: prodx.space/1 document}, "missing": [paths]}
+                           "space": {path: prodx.space/1 document}, "missing": [paths],
+                           "observations": {kind: {json key: result}}}
 
 Recorded stats, listings and globs win over the files under ``root/`` (git does not keep
 owners, modes or mtimes); a path with neither behaves as missing.
@@ -24,11 +25,13 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from prodx.host.base import (
     CallOutcome,
+    NotCaptured,
     CommandResult,
     FsStats,
     Host,
@@ -86,6 +89,13 @@ class FixtureHost(Host):
     def glob(self, pattern: str) -> list[str]:
         recorded = self._meta.get("globs", {}).get(pattern)
         return list(recorded) if recorded is not None else super().glob(pattern)
+
+    def observe(self, kind: str, key: Any, compute: Callable[[], Any]) -> Any:
+        table = self._meta.get("observations", {}).get(kind, {})
+        wanted = json.dumps(key, sort_keys=True)
+        if wanted not in table:
+            raise NotCaptured(f"the capture holds no {kind} observation for {key}")
+        return table[wanted]
 
     def scan_space(self, path: str, deadline_s: float, top_n: int = 10) -> dict[str, Any]:
         recorded = self._meta.get("space", {}).get(path)

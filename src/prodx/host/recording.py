@@ -13,6 +13,7 @@ import json
 import os
 import stat as statmod
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,7 @@ class RecordingHost(Host):
         self._meta: dict[str, Any] = {
             "stats": {}, "lstats": {}, "listdirs": {}, "globs": {}, "statvfs": [], "write_tests": [],
             "processes": [], "open_files": {}, "commands": [], "space": {}, "missing": [],
+            "observations": {},
         }
 
     def _note(self, key: str, value: Any, sub: str | None = None) -> None:
@@ -141,6 +143,12 @@ class RecordingHost(Host):
         out = self.inner.open_files(pid)
         self._note("open_files", [f.to_json() for f in out], str(pid))
         return out
+
+    def observe(self, kind: str, key: Any, compute: Callable[[], Any]) -> Any:
+        result = self.inner.observe(kind, key, compute)
+        with self._lock:
+            self._meta["observations"].setdefault(kind, {})[json.dumps(key, sort_keys=True)] = result
+        return result
 
     def scan_space(self, path: str, deadline_s: float, top_n: int = 10) -> dict[str, Any]:
         report = self.inner.scan_space(path, deadline_s, top_n)

@@ -16,6 +16,7 @@ from typing import Any, ClassVar, TypeVar
 
 from prodx.host.base import Host, UserInfo
 from prodx.kb.loader import KnowledgeBase
+from prodx.profile import Dependency, HttpCheck, TlsCheck
 from prodx.model import Finding
 
 REGISTRY: dict[str, type[Probe]] = {}
@@ -58,6 +59,9 @@ class Target:
     services: list[str] = field(default_factory=list)
     #: True when ``writable`` is the site's own list, not the defaults every host has.
     writable_from_profile: bool = False
+    http: list[HttpCheck] = field(default_factory=list)
+    dependencies: list[Dependency] = field(default_factory=list)
+    tls: list[TlsCheck] = field(default_factory=list)
 
 
 class ProbeContext:

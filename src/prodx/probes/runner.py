@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from prodx.host.base import HostAccessDenied
+from prodx.host.base import HostAccessDenied, NotCaptured
 from prodx.model import Finding, FindingState, ProbeRun, ProbeStatus, unknown
 from prodx.probes.base import Probe, ProbeContext
 
@@ -43,6 +43,8 @@ def _drive(slot: _Slot, ctx: ProbeContext) -> None:
         slot.status = ProbeStatus.OK
     except HostAccessDenied as exc:
         slot.status, slot.detail = ProbeStatus.UNPRIVILEGED, str(exc)
+    except NotCaptured as exc:
+        slot.status, slot.detail = ProbeStatus.SKIPPED, str(exc)
     except PermissionError as exc:
         slot.status = ProbeStatus.UNPRIVILEGED
         slot.detail = f"permission denied reading {exc.filename or 'the host'}"
