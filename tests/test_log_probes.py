@@ -186,3 +186,13 @@ def test_kernel_probe_errors_of_a_filesystem_no_longer_mounted_are_history(tmp_p
     found, _ = _run(KernelLogProbe(), kb, Target(), host=host)
     assert found["log.kernel_fs_error"].state is FindingState.ABSENT
     assert found["log.kernel_io_error"].state is FindingState.PRESENT  # device-level: kept
+
+
+def test_log_tails_cut_off_line_is_redacted_before_it_reaches_the_report(tmp_path, kb):
+    log = tmp_path / "prod.log"
+    log.write_text("[2026-01-01T00:00:00] app.INFO: ok\n[2026-01-01T00:00:01] app.INFO: connecting to postgres://shop:s3cretPassw0rd@db/shop")
+    found, _ = _run(LogTailsProbe(), kb, Target(logs=[str(log)]))
+    finding = found["log.truncated_tail"]
+    assert finding.state is FindingState.PRESENT
+    assert "s3cretPassw0rd" not in finding.summary
+    assert "s3cretPassw0rd" not in json.dumps(finding.evidence)

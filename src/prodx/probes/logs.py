@@ -192,6 +192,7 @@ class LogTailsProbe(Probe):
     deadline_s = 2.0
 
     def run(self, ctx: ProbeContext) -> Iterable[Finding]:
+        from prodx.redact import redact
         from prodx.scanners.timestamps import parse_ts
 
         paths = [p for p in app_logs(ctx) if ctx.host.exists(p)]
@@ -212,7 +213,7 @@ class LogTailsProbe(Probe):
                 return
             age_s = now - st.st_mtime
             if tail and not tail.endswith(b"\n"):
-                last = tail.rsplit(b"\n", 1)[-1][-200:].decode("utf-8", "replace")
+                last = redact(tail.rsplit(b"\n", 1)[-1][-200:].decode("utf-8", "replace"))
                 cut.append({"path": path, "last_line_end": last, "age_s": round(age_s), "size": st.st_size})
             writer = held_by.get(path) or services
             gaps = _gaps([parse_ts(line) for line in tail.split(b"\n")[-200:]])
