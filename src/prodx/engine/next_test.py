@@ -15,6 +15,10 @@ from prodx.engine.posterior import _p, posterior
 from prodx.kb.loader import KnowledgeBase
 
 
+#: Tests expected to teach less than this (bits per unit cost) are not worth a person's time.
+_MIN_GAIN_BITS = 0.02
+
+
 @dataclass(frozen=True)
 class NextTest:
     finding: str
@@ -57,7 +61,7 @@ def next_tests(
             after = {c: v / p_outcome for c, v in joint.items()}
             expected += p_outcome * _entropy(after, joint_none / p_outcome)
         gain = (_entropy(relevant, none_p) - expected) / fdef.cost
-        if gain > 1e-3:
+        if gain > _MIN_GAIN_BITS:
             question = fdef.question or fdef.description
             scored.append(NextTest(fid, fdef.observed_by, question, gain))
     scored.sort(key=lambda t: (-t.gain, t.finding))
