@@ -374,17 +374,19 @@ class ServicesProbe(Probe):
             init = ctx.host.read_text("/proc/1/comm").strip()
         except OSError:
             init = ""
-        if init == "systemd":
-            found = self._systemd_restarts(ctx, by_service)
-            if found is not None:
+        from_systemd = self._systemd_restarts(ctx, by_service) if init == "systemd" else None
+        from_logs = self._log_restarts(ctx, by_service, init)
+        # Either source seeing the loop is enough: a service started by hand is not systemd's.
+        for found in (from_systemd, from_logs):
+            if found is not None and found.present:
                 return found
-        return self._log_restarts(ctx, by_service, init)
+        return from_systemd if from_systemd is not None and from_logs.state.value == "unknown" else from_logs
 
     @staticmethod
     def _systemd_restarts(ctx: ProbeContext, by_service: dict[str, list[Proc]]) -> Finding | None:
         looping, seen = [], {}
         for svc, procs in by_service.items():
-            unit = f"{svc}.service"
+            unit = f"{service_key(svc)}.service"
             if procs:
                 try:
                     for line in ctx.host.read_text(f"/proc/{procs[0].info.pid}/cgroup").splitlines():
