@@ -25,6 +25,7 @@ import base64
 import re
 import socket
 import ssl
+import warnings
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -413,10 +414,14 @@ class TlsCertificatesProbe(Probe):
             except OSError:
                 continue
             out = set()
-            for der in pem_blocks(data):
-                try:
-                    out.add(x509.load_der_x509_certificate(der).subject.public_bytes())
-                except ValueError:
-                    continue
+            # Some distributions' bundles hold roots with a negative serial, on which
+            # cryptography warns (and may refuse in a future release); only the subject matters.
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                for der in pem_blocks(data):
+                    try:
+                        out.add(x509.load_der_x509_certificate(der).subject.public_bytes())
+                    except ValueError:
+                        continue
             return out
         return set()
