@@ -436,7 +436,7 @@ def _pg_counts(ctx: ProbeContext, t: Target) -> dict[str, Any] | None:
     if not (ctx.host.is_root and is_local(t.host) and t.pid):
         return None
     sql = ("SELECT current_setting('max_connections'), current_setting('superuser_reserved_connections'), "
-           "count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'")
+           "count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()")
     argv = ["runuser", "-u", "postgres", "--", "psql", "-X", "-At", "-p", str(t.port), "-d", "postgres", "-c", sql]
     if t.socket_dir:
         argv[5:5] = ["-h", t.socket_dir]
