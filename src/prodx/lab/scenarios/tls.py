@@ -172,12 +172,15 @@ http {{
 
         want = leaf.cert.public_bytes(serialization.Encoding.DER)  # type: ignore[attr-defined]
         deadline = time.monotonic() + 15
+        streak = 0
         while True:
             try:
-                if served_leaf(self.port, cafile=str(self.cafile))[0] == want:
-                    return
+                streak = streak + 1 if served_leaf(self.port, cafile=str(self.cafile))[0] == want else 0
             except OSError:
-                pass
+                streak = 0
+            # After a reload the old worker may still take a connection or two: wait for a streak.
+            if streak >= 10:
+                return
             if time.monotonic() > deadline:
                 raise LabError(f"nginx does not serve the expected certificate on 127.0.0.1:{self.port}; "
                                f"see {self.fullchain.parent.parent / 'nginx-error.log'}")
