@@ -339,3 +339,38 @@ def test_services_probe_on_fpm_started_once_reports_no_crash_loop(fpm, kb) -> No
     found = _run(ServicesProbe(), kb, services=[Path(fpm.binary).name], logs=[str(fpm.log)])
     assert found["process.crash_loop"].state is FindingState.ABSENT
     assert found["process.crash_loop"].evidence["starts"] == 1
+
+
+# ---- fixture hosts captured from the real lab scenarios (tests/fixtures/capture.py) ----------------
+
+HOSTS = Path(__file__).parent / "fixtures" / "hosts"
+
+
+def _replay(name: str, probe: Probe, kb) -> dict[str, Finding]:
+    import tomllib
+
+    from prodx.host.fixture import FixtureHost
+
+    directory = HOSTS / name
+    app = tomllib.loads((directory / "profile.toml").read_text())["app"]
+    ctx = ProbeContext(FixtureHost(directory), Target(services=app["services"], logs=app["logs"]), kb)
+    return {f.id: f for f in probe.run(ctx)}
+
+
+def test_worker_pool_probe_replayed_on_captured_saturated_pool_reports_both_workers_busy(kb) -> None:
+    found = _replay("processes-worker-pool-exhausted", WorkerPoolsProbe(), kb)["process.worker_pool_saturated"]
+    assert found.state is FindingState.PRESENT
+    (pool,) = [p for p in found.evidence["pools"] if p["pool"] == "lab"]
+    assert (pool["children"], pool["max_children"], pool["busy"], pool["saturated"]) == (2, 2, 2, True)
+
+
+def test_limits_probe_replayed_on_captured_fd_exhaustion_names_the_worker_at_its_limit(kb) -> None:
+    found = _replay("processes-fd-exhaustion", LimitsProbe(), kb)["process.fd_near_limit"]
+    assert found.state is FindingState.PRESENT
+    assert [(p["process"], p["open_fds"], p["soft_limit"]) for p in found.evidence["processes"]
+            if p["process"] == "lab-worker"] == [("lab-worker", 256, 256)]
+
+
+def test_services_probe_replayed_on_captured_fd_exhaustion_sees_the_worker_running(kb) -> None:
+    found = _replay("processes-fd-exhaustion", ServicesProbe(), kb)
+    assert found["process.service_down"].state is FindingState.ABSENT
