@@ -33,8 +33,8 @@ TCP_STATES = {
 class TcpSocket:
     """One line of /proc/net/tcp{,6}.
 
-    For a LISTEN socket ``rx_queue`` is the accept queue's current length and ``tx_queue``
-    its limit (the backlog); ``inode`` is 0 for sockets no process holds (TIME_WAIT).
+    For a LISTEN socket ``rx_queue`` is the accept queue's current length (its limit, the
+    backlog, is not shown here); ``inode`` is 0 for sockets no process holds (TIME_WAIT).
     """
 
     local_ip: str
@@ -68,8 +68,8 @@ def parse_proc_net_tcp(text: str) -> list[TcpSocket]:
     >>> s = parse_proc_net_tcp(
     ...     "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\\n"
     ...     "   0: 0100007F:1F90 00000000:0000 0A 00000080:00000003 00:00000000 00000000    33        0 40417 1 0\\n")
-    >>> (s[0].local_ip, s[0].local_port, s[0].state, s[0].rx_queue, s[0].tx_queue, s[0].uid, s[0].inode)
-    ('127.0.0.1', 8080, 'LISTEN', 3, 128, 33, 40417)
+    >>> (s[0].local_ip, s[0].local_port, s[0].state, s[0].rx_queue, s[0].uid, s[0].inode)
+    ('127.0.0.1', 8080, 'LISTEN', 3, 33, 40417)
     """
     out = []
     for line in text.splitlines()[1:]:

@@ -671,22 +671,20 @@ class NetTablesProbe(Probe):
     @staticmethod
     def _overflows(sockets: list[TcpSocket], before: dict[str, int] | None, after: dict[str, int] | None) -> Iterable[Finding]:
         fid = "net.listen_overflows"
-        full = [{"listen": f"{s.local_ip}:{s.local_port}", "queued": s.rx_queue, "backlog": s.tx_queue}
-                for s in sockets if s.state == "LISTEN" and s.tx_queue and s.rx_queue >= s.tx_queue]
+        queued = [{"listen": f"{s.local_ip}:{s.local_port}", "queued": s.rx_queue}
+                  for s in sockets if s.state == "LISTEN" and s.rx_queue]
         if before is None or after is None:
-            if full:
-                yield present(fid, "accept queue full on " + ", ".join(f["listen"] for f in full), full_queues=full)
-            else:
-                yield unknown(fid, "cannot read /proc/net/netstat")
+            yield unknown(fid, "cannot read /proc/net/netstat")
             return
         keys = ("TcpExt.ListenOverflows", "TcpExt.ListenDrops")
         delta = {k: after.get(k, 0) - before.get(k, 0) for k in keys}
         since_boot = {k: after.get(k, 0) for k in keys}
-        evidence = {"during_sample": delta, "sample_s": SAMPLE_GAP_S, "since_boot": since_boot, "full_queues": full}
-        if any(delta.values()) or full:
-            what = [f"{delta['TcpExt.ListenOverflows']} overflow(s) and {delta['TcpExt.ListenDrops']} drop(s) in {SAMPLE_GAP_S} s"]
-            what += ["accept queue full on " + ", ".join(f["listen"] for f in full)] if full else []
-            yield present(fid, "; ".join(what), **evidence)
+        evidence = {"during_sample": delta, "sample_s": SAMPLE_GAP_S, "since_boot": since_boot, "queued": queued}
+        if any(delta.values()):
+            what = f"{delta['TcpExt.ListenOverflows']} overflow(s) and {delta['TcpExt.ListenDrops']} drop(s) in {SAMPLE_GAP_S} s"
+            if queued:
+                what += "; connections waiting to be accepted on " + ", ".join(f"{q['listen']} ({q['queued']})" for q in queued)
+            yield present(fid, what, **evidence)
         else:
             hist = (f" ({since_boot['TcpExt.ListenOverflows']:,} overflows since boot)"
                     if since_boot["TcpExt.ListenOverflows"] else "")
