@@ -82,6 +82,22 @@ def diagnose_cmd(as_json: bool, **options: Any) -> None:
     raise SystemExit(run_diagnose(as_json=as_json, **options))
 
 
+@cli.command("init")
+@click.option("-o", "--output", "output", default="prodx.toml", show_default=True, metavar="FILE",
+              help="Where to write the profile; '-' prints it to stdout.")
+@click.option("--force", is_flag=True, help="Overwrite FILE if it exists.")
+def init_cmd(output: str, force: bool) -> None:
+    """Discover the running stack and write it as a commented profile for you to review.
+
+    Finds nginx, Apache, PHP-FPM, gunicorn, uWSGI, Node, Java, PostgreSQL, MySQL, Redis and
+    cron from the running processes, their users, ports, logs, app folders and the writable
+    folders of known frameworks. Every value says where it came from.
+    """
+    from prodx.commands import run_init
+
+    raise SystemExit(run_init(output, force=force))
+
+
 @cli.group("kb")
 def kb_group() -> None:
     """The knowledge base: conditions, findings, log signatures."""

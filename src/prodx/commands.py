@@ -66,6 +66,37 @@ def run_diagnose(*, as_json: bool, **options: Any) -> int:
     return int(status)
 
 
+def run_init(output: str, *, force: bool, host: Any = None) -> int:
+    """Run ``prodx init``: discover, write the profile (or print it with ``-``); exit code."""
+    from prodx.discovery import discover, profile_text
+    from prodx.host.local import LocalHost
+    from prodx.profile import ProfileError, parse_profile
+
+    if output != "-" and os.path.lexists(output) and not force:
+        return _fail(f"{output} exists; use --force to overwrite it (or -o - to print)", ExitStatus.USAGE_ERROR)
+    host = host or LocalHost()
+    try:
+        found = discover(host)
+        text = profile_text(found, host.hostname())
+        parse_profile(text, output)
+    except ProfileError as exc:
+        return _fail(f"internal error: the profile written would not load: {exc}", ExitStatus.INTERNAL_ERROR)
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: say so, exit 3
+        return _fail(f"internal error: {type(exc).__name__}: {exc}", ExitStatus.INTERNAL_ERROR)
+    if output == "-":
+        sys.stdout.write(text)
+        return 0
+    try:
+        with open(output, "w", encoding="utf-8") as fh:
+            fh.write(text)
+    except OSError as exc:
+        return _fail(f"cannot write {output}: {exc.strerror or exc}", ExitStatus.USAGE_ERROR)
+    kinds = ", ".join(dict.fromkeys(s.kind for s in found.services)) or "no known server"
+    print(f"prodx: wrote {output} ({kinds}; user {found.user[0] or 'not found'}, {len(found.writable)} writable, "
+          f"{len(found.logs)} logs). Review it, then: prodx diagnose --profile {output}", file=sys.stderr)
+    return 0
+
+
 def run_kb_list(kb_dirs: tuple[str, ...]) -> int:
     from rich.table import Table
 

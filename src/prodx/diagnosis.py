@@ -8,7 +8,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from typing import Any
 
+from prodx.discovery import Discovery
 from prodx.engine.next_test import NextTest, next_tests
 from prodx.engine.posterior import Differential, observed_states, rank
 from prodx.engine.symptoms import Unmatched, match_symptoms
@@ -49,29 +51,80 @@ class Diagnosis:
     next_tests: list[NextTest]
     probe_runs: list[ProbeRun]
     unmatched: list[Unmatched]
+    #: Where each target value came from (profile, discovery, default), and what discovery saw.
+    target_sources: dict[str, Any] = field(default_factory=dict)
+    discovery: Discovery | None = None
 
     def finding(self, fid: str) -> Finding | None:
         return next((f for f in self.findings if f.id == fid), None)
 
 
-def build_target(host: Host, profile: Profile, as_user: str) -> Target:
-    """What to examine: the profile's app, or the defaults every web host has."""
-    user_name = as_user or profile.user
-    if not user_name:
+def build_target(host: Host, profile: Profile, as_user: str, found: Discovery | None = None) -> Target:
+    """What to examine: the profile's app, discovery's findings for what it leaves empty, or
+    the defaults every web host has."""
+    return build_target_with_sources(host, profile, as_user, found)[0]
+
+
+def build_target_with_sources(
+    host: Host, profile: Profile, as_user: str, found: Discovery | None = None
+) -> tuple[Target, dict[str, Any]]:
+    """``build_target`` and where each value came from: ``--as``, the profile, discovery (with
+    the file or process that told it) or the defaults."""
+    found = found or Discovery()
+    sources: dict[str, Any] = {}
+    if as_user or profile.user:
+        user_name = as_user or profile.user
+        sources["user"] = "--as" if as_user else "profile"
+    elif found.user[0] and host.user(found.user[0]):
+        user_name = found.user[0]
+        sources["user"] = f"discovery: {found.user[1]}"
+    else:
         user_name = next((u for u in DEFAULT_USERS if host.user(u)), "")
-    writable = list(profile.writable) or [d for d in DEFAULT_WRITABLE if host.exists(d)]
-    return Target(
+        sources["user"] = f"default: the first of {', '.join(DEFAULT_USERS)} that exists" if user_name else ""
+    if profile.writable:
+        writable = list(profile.writable)
+        sources["writable"] = {p: "profile" for p in writable}
+    else:
+        picked = dict(found.writable)
+        picked.update({d: "default" for d in DEFAULT_WRITABLE if d not in picked and host.exists(d)})
+        writable = list(picked)
+        sources["writable"] = {p: w if w == "default" else f"discovery: {w}" for p, w in picked.items()}
+    if profile.logs:
+        logs = list(profile.logs)
+        sources["logs"] = {p: "profile" for p in logs}
+    else:
+        logs = [p for p, _ in found.logs]
+        sources["logs"] = {p: f"discovery: {w}" for p, w in found.logs}
+    if profile.services:
+        services = list(profile.services)
+        sources["services"] = {s: "profile" for s in services}
+    else:
+        services = found.service_names
+        sources["services"] = {s.name: f"discovery: {s.kind} pid {s.pid}" for s in reversed(found.services)}
+    target = Target(
         name=profile.name,
         user=host.user(user_name) if user_name else None,
         user_name=user_name,
         writable=writable,
-        logs=list(profile.logs),
-        services=list(profile.services),
-        writable_from_profile=bool(profile.writable),
+        logs=logs,
+        services=services,
+        # Folders discovery read from the app's own config (session.save_path, a framework's
+        # var/cache) are the app's as much as a profile's list is.
+        writable_from_profile=bool(profile.writable) or bool(found.writable),
         http=list(profile.http),
         dependencies=list(profile.dependencies),
         tls=list(profile.tls),
     )
+    return target, sources
+
+
+def _discover(host: Host) -> Discovery:
+    from prodx.discovery import discover
+
+    try:
+        return discover(host)
+    except Exception as exc:  # noqa: BLE001 - discovery is a convenience: the diagnosis goes on
+        return Discovery(notes=[f"discovery failed: {type(exc).__name__}: {exc}"])
 
 
 def _probe_candidates(kb: KnowledgeBase, states: dict[str, FindingState]) -> list[str]:
@@ -90,11 +143,13 @@ def diagnose(options: DiagnoseOptions, host: Host | None = None, kb: KnowledgeBa
     profile = load_profile(options.profile_path) if options.profile_path else Profile()
     host = host or LocalHost()
     symptom_findings, unmatched = match_symptoms(options.symptoms, kb)
-    target = build_target(host, profile, options.as_user)
+    found = None if options.no_probes else _discover(host)
+    target, sources = build_target_with_sources(host, profile, options.as_user, found)
     probe_findings: list[Finding] = []
     runs: list[ProbeRun] = []
     if not options.no_probes:
         ctx = ProbeContext(host, target, kb, write_test=options.write_test)
+        ctx.fact("discovery", lambda: found)
         probe_findings, runs = run_probes(all_probes(), ctx, options.deadline_s)
     findings = sorted(probe_findings + symptom_findings, key=lambda f: f.id)
     states = {f.id: f.state for f in findings}
@@ -112,4 +167,6 @@ def diagnose(options: DiagnoseOptions, host: Host | None = None, kb: KnowledgeBa
         next_tests=tests,
         probe_runs=runs,
         unmatched=unmatched,
+        target_sources=sources,
+        discovery=found,
     )

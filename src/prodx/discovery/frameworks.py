@@ -272,7 +272,7 @@ def read_layout(host: Host, services: list[Any], rules: dict[str, Any]) -> Layou
                         layout.add("logs", log, f"Apache config {path}")
         elif svc.kind == "php-fpm" and svc.config:
             _read_fpm(host, svc, layout, rules, candidates)
-        if svc.role == "app":
+        if svc.app_cwd:
             for cwd in svc.cwd:
                 if cwd != "/":
                     candidates.append((cwd, f"working folder of {svc.name} (pid {svc.pid})"))

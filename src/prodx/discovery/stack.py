@@ -57,6 +57,8 @@ class Service:
     logs: list[str] = field(default_factory=list)
     cwd: list[str] = field(default_factory=list)
     config_test: list[str] = field(default_factory=list)
+    #: Its working folder is the app's (gunicorn, Node), not "/" or wherever it was started.
+    app_cwd: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -275,6 +277,7 @@ def find_services(host: Host) -> Stack:
                           user=mproc.user, exe=mproc.exe, cmdline=mproc.cmdline, started=mproc.create_time)
             svc.config = _config_of(mproc, mrule)
             svc.config_test = config_test_argv(mrule.get("config_test", []), svc)
+            svc.app_cwd = bool(mrule.get("app_cwd"))
             instances[top] = svc
         svc.pids.append(pid)
         if pid != top and proc.user and proc.user not in svc.worker_users:

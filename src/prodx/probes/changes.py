@@ -14,8 +14,9 @@ Reads (bounded, through the host layer):
 - ``/proc/stat`` (``btime 1716000000``) for the boot time;
 - the tails of the app's logs for code-level errors (``kb/data/signatures/changes.yaml``),
   dated against the changes;
-- the servers' own config tests, read-only (``nginx -t``, ``apachectl -t``, ``php-fpm -t``),
-  as given by ``kb/data/frameworks.yaml``.
+- the servers' own config tests (``nginx -t -e /dev/null``, ``apachectl -t``) as given by
+  ``kb/data/frameworks.yaml``: on a running server's config they change nothing (see the
+  hazards noted there; ``php-fpm -t`` is left out because it writes to the live error log).
 
 Every present finding carries ``events``: ``[{"ts", "when", "kind", "what"}]``, the timeline the
 report prints. A source that does not exist here makes its finding ``unknown``, not absent.
@@ -517,7 +518,7 @@ class ChangesProbe(Probe):
 
 
 class ConfigTestProbe(Probe):
-    """Each running web/app server's own config test (nginx -t, apachectl -t, php-fpm -t)."""
+    """Each running web server's own config test (nginx -t, apachectl -t)."""
 
     name = "changes.config_test"
     findings = ("change.config_invalid",)
@@ -529,7 +530,7 @@ class ConfigTestProbe(Probe):
         services = [s for s in discovery(ctx).services if s.config_test]
         services += _stopped_services(ctx, {s.name for s in discovery(ctx).services})
         if not services:
-            yield unknown(fid, "no running server whose config prodx can test (nginx, Apache, PHP-FPM)")
+            yield unknown(fid, "no running server whose config prodx can test (nginx, Apache)")
             return
         failed, passed, undecided = [], [], []
         for svc in services:

@@ -22,6 +22,55 @@ def remedy_text(step: Any) -> str:
     return f"{text} — `{step.command}`" if step.command else text
 
 
+#: Timeline entries kept: the most recent changes, and every first error.
+_TIMELINE_MAX = 25
+
+
+def _ts(text: str | None) -> float | None:
+    from datetime import datetime
+
+    if not text:
+        return None
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
+def timeline(d: Diagnosis) -> list[dict[str, Any]]:
+    """What changed, in time order, against when the symptoms began: the ``events`` of
+    present ``change.*`` findings, services that restarted (``process.recent_restart``), and
+    the first line of each log finding (``first_ts`` of its hits). Empty when nothing dated
+    was found."""
+    from datetime import datetime
+
+    out: list[dict[str, Any]] = []
+    for f in d.findings:
+        if not f.present:
+            continue
+        if f.id.startswith("change."):
+            for e in f.evidence.get("events", []):
+                if e.get("ts") is not None:
+                    out.append({"ts": e["ts"], "when": e["when"], "kind": e["kind"], "what": e["what"], "finding": f.id})
+        elif f.id == "process.recent_restart":
+            for s in f.evidence.get("services", []):
+                ts = _ts(s.get("started"))
+                if ts is not None:
+                    out.append({"ts": ts, "when": s["started"], "kind": "restart",
+                                "what": f"{s.get('service', '?')} (pid {s.get('pid', '?')}) started", "finding": f.id})
+        elif f.id.startswith("log."):
+            firsts = [(t, h) for h in f.evidence.get("hits", []) if (t := _ts(h.get("first_ts"))) is not None]
+            if firsts:
+                t, h = min(firsts, key=lambda x: x[0])
+                out.append({"ts": t, "when": datetime.fromtimestamp(t).astimezone().isoformat(timespec="seconds"),
+                            "kind": "error", "what": f"first {f.id} line: {str(h.get('example', ''))[:120]}",
+                            "finding": f.id})
+    out.sort(key=lambda e: (e["ts"], e["kind"], e["what"]))
+    errors = [e for e in out if e["kind"] == "error"]
+    changes = [e for e in out if e["kind"] != "error"][-_TIMELINE_MAX:]
+    return sorted(changes + errors, key=lambda e: (e["ts"], e["kind"], e["what"]))
+
+
 def to_document(d: Diagnosis) -> dict[str, Any]:
     kb = d.kb
     differential = []
@@ -67,7 +116,10 @@ def to_document(d: Diagnosis) -> dict[str, Any]:
             "writable": d.target.writable,
             "logs": d.target.logs,
             "services": d.target.services,
+            "sources": d.target_sources,
+            "discovered": d.discovery.to_json() if d.discovery else None,
         },
+        "timeline": timeline(d),
     }
 
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from prodx.diagnosis import Diagnosis
 from prodx.model import LIKELY_PROBABILITY, Finding, FindingState, ProbeStatus
-from prodx.report.diagnosis_json import ordered_remedy
+from prodx.report.diagnosis_json import ordered_remedy, timeline
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -108,6 +108,8 @@ def render_terminal(d: Diagnosis, console: Console) -> None:
             console.print(f"  [yellow]not explained by it:[/] {', '.join(unexplained)}")
         console.print()
 
+    _what_changed(d, console)
+
     if d.next_tests:
         console.print("[bold]Next test[/] (most information per effort)")
         for t in d.next_tests:
@@ -129,6 +131,30 @@ def render_terminal(d: Diagnosis, console: Console) -> None:
         console.print()
 
     _footer(d, console)
+
+
+def _what_changed(d: Diagnosis, console: Console) -> None:
+    """The timeline of changes against the first errors, when a change was found."""
+    from rich.markup import escape
+
+    events = timeline(d)
+    if not any(e["kind"] != "error" for e in events):
+        return
+    console.print("[bold]What changed[/] (last 48 h, oldest first; errors in red)")
+    packages = [e for e in events if e["kind"] == "package"]
+    hidden = packages[:-5] if len(packages) > 5 else []
+    if hidden:
+        console.print(f"  [dim]… {len(hidden)} earlier package change(s) (see the JSON timeline)[/]")
+    for e in events:
+        if e in hidden:
+            continue
+        when = e["when"][5:16].replace("T", " ")
+        what = e["what"] if len(e["what"]) <= 100 else e["what"][:99] + "…"
+        if e["kind"] == "error":
+            console.print(f"  [red]{when}  ✗ {escape(what)}[/]")
+        else:
+            console.print(f"  {when}  {escape(what)} [dim]({e['kind']})[/]")
+    console.print()
 
 
 def _first_sentence(text: str) -> str:
