@@ -11,7 +11,11 @@ Layout of a fixture directory::
                            "stats"/"lstats": {path: {mode, uid, gid, size, mtime, ...}},
                            "listdirs": {path: [names]}, "globs": {pattern: [paths]},
                            "space": {path: prodx.space/1 document}, "missing": [paths],
-                           "observations": {kind: {json key: result}}}
+                           "observations": {kind: {json key: result}},
+                           "reads": {path: [{"end": "head"|"tail", "data": latin-1 text}, ...]}}
+
+Files in ``reads`` replay what each read returned, in order (the last one repeats), so a
+file sampled twice for a rate gives both samples.
 
 Recorded stats, listings and globs win over the files under ``root/`` (git does not keep
 owners, modes or mtimes); a path with neither behaves as missing.
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -52,6 +57,8 @@ class FixtureHost(Host):
         self._meta: dict[str, Any] = json.loads(meta_path.read_text()) if meta_path.exists() else {}
         self.is_root = bool(self._meta.get("is_root", True))
         self.effective_uid = int(self._meta.get("effective_uid", 0 if self.is_root else 1000))
+        self._read_index: dict[str, int] = {}
+        self._read_lock = threading.Lock()
 
     def hostname(self) -> str:
         return str(self._meta.get("hostname", self.directory.name))
@@ -61,6 +68,23 @@ class FixtureHost(Host):
 
     def real_path(self, path: str) -> str:
         return str(self.directory / "root" / path.lstrip("/"))
+
+    def _next_read(self, path: str) -> bytes | None:
+        reads = self._meta.get("reads", {}).get(path)
+        if not reads:
+            return None
+        with self._read_lock:
+            index = self._read_index.get(path, 0)
+            self._read_index[path] = index + 1
+        return reads[min(index, len(reads) - 1)]["data"].encode("latin-1")
+
+    def read_bytes(self, path: str, max_bytes: int = 1 << 20) -> bytes:
+        data = self._next_read(path)
+        return data[:max_bytes] if data is not None else super().read_bytes(path, max_bytes)
+
+    def read_tail(self, path: str, max_bytes: int) -> bytes:
+        data = self._next_read(path)
+        return data[-max_bytes:] if data is not None else super().read_tail(path, max_bytes)
 
     def _recorded_stat(self, kind: str, path: str) -> os.stat_result | None:
         data = self._meta.get(kind, {}).get(path) or self._meta.get("stats", {}).get(path) or self._meta.get("lstats", {}).get(path)
@@ -115,12 +139,12 @@ class FixtureHost(Host):
         return [ProcessInfo.from_json(p) for p in self._meta.get("processes", [])]
 
     def open_files(self, pid: int) -> list[OpenFile]:
-        table = self._meta.get("open_files", {})
-        if str(pid) not in table:
-            if any(p["pid"] == pid for p in self._meta.get("processes", [])):
-                raise HostAccessDenied(f"the capture could not read /proc/{pid}/fd")
-            raise ProcessLookupError(pid)
-        return [OpenFile.from_json(f) for f in table[str(pid)]]
+        recorded = self._meta.get("open_files", {}).get(str(pid))
+        if recorded == "denied":
+            raise HostAccessDenied(f"the capture could not read /proc/{pid}/fd")
+        if recorded is None or recorded == "vanished":
+            raise ProcessLookupError(pid)  # exited before (or while) the capture looked
+        return [OpenFile.from_json(f) for f in recorded]
 
     def run(self, argv: list[str], timeout_s: float) -> CommandResult:
         for cmd in self._meta.get("commands", []):

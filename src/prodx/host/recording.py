@@ -17,7 +17,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from prodx.host.base import CommandResult, FsStats, Host, OpenFile, ProcessInfo, UserInfo, WriteResult
+from prodx.host.base import (
+    CommandResult,
+    FsStats,
+    Host,
+    HostAccessDenied,
+    OpenFile,
+    ProcessInfo,
+    UserInfo,
+    WriteResult,
+)
 
 FILE_CAP_BYTES = 1 << 20
 
@@ -48,7 +57,7 @@ class RecordingHost(Host):
         self._meta: dict[str, Any] = {
             "stats": {}, "lstats": {}, "listdirs": {}, "globs": {}, "statvfs": [], "write_tests": [],
             "processes": [], "open_files": {}, "commands": [], "space": {}, "missing": [],
-            "observations": {},
+            "observations": {}, "reads": {},
         }
 
     def _note(self, key: str, value: Any, sub: str | None = None) -> None:
@@ -111,14 +120,20 @@ class RecordingHost(Host):
         return paths
 
     def read_bytes(self, path: str, max_bytes: int = 1 << 20) -> bytes:
-        with self._lock:
-            self._files.add(path)
-        return self.inner.read_bytes(path, max_bytes)
+        data = self.inner.read_bytes(path, max_bytes)
+        self._note_read(path, data, "head")
+        return data
 
     def read_tail(self, path: str, max_bytes: int) -> bytes:
+        data = self.inner.read_tail(path, max_bytes)
+        self._note_read(path, data, "tail")
+        return data
+
+    def _note_read(self, path: str, data: bytes, end: str) -> None:
+        """Keep what was read, in order: /proc/stat read twice for a rate must replay as two
+        different samples, not as the file re-read when the capture is saved."""
         with self._lock:
-            self._files.add(path)
-        return self.inner.read_tail(path, max_bytes)
+            self._meta["reads"].setdefault(path, []).append({"end": end, "data": data.decode("latin-1")})
 
     def statvfs_many(self, paths: list[str], deadline_s: float) -> list[FsStats]:
         out = self.inner.statvfs_many(paths, deadline_s)
@@ -140,7 +155,14 @@ class RecordingHost(Host):
         return out
 
     def open_files(self, pid: int) -> list[OpenFile]:
-        out = self.inner.open_files(pid)
+        try:
+            out = self.inner.open_files(pid)
+        except HostAccessDenied:
+            self._note("open_files", "denied", str(pid))
+            raise
+        except ProcessLookupError:
+            self._note("open_files", "vanished", str(pid))
+            raise
         self._note("open_files", [f.to_json() for f in out], str(pid))
         return out
 
@@ -171,7 +193,7 @@ class RecordingHost(Host):
         self._meta.setdefault("now", self.inner.now())
         self._meta["is_root"] = self.is_root
         self._meta["effective_uid"] = self.effective_uid
-        for path in sorted(self._files):
+        for path in sorted(self._files - set(self._meta["reads"])):
             real = self.inner.real_path(path)
             try:
                 if not statmod.S_ISREG(os.stat(real).st_mode):
