@@ -157,6 +157,19 @@ def _pairs(kb: KnowledgeBase, observed: Mapping[str, bool], candidates: list[str
     return out[:3]
 
 
+def _pair_candidates(kb: KnowledgeBase, observed: Mapping[str, bool], order: list[str]) -> list[str]:
+    """The leading conditions, plus for each present finding the leader explains poorly the
+    conditions that explain it best: a second fault rarely ranks high on its own."""
+    candidates = list(order[:_PAIR_CANDIDATES])
+    leader = kb.conditions[order[0]] if order else None
+    for fid, is_present in observed.items():
+        if not is_present or leader is None or _p(kb, leader, fid) >= 0.3:
+            continue
+        best = sorted(kb.conditions.values(), key=lambda c: (-c.prior * c.findings.get(fid, 0.0), c.id))[:2]
+        candidates += [c.id for c in best if c.findings.get(fid, 0.0) >= 0.3 and c.id not in candidates]
+    return candidates
+
+
 def rank(kb: KnowledgeBase, states: Mapping[str, FindingState], *, limit: int = 10) -> Differential:
     """The differential for the given finding states, most probable first."""
     observed = observed_states(states)
@@ -173,7 +186,7 @@ def rank(kb: KnowledgeBase, states: Mapping[str, FindingState], *, limit: int = 
         support, against = _evidence_split(kb, cond, observed)
         explains = tuple(sorted(f for f in cond.explains if f in present))
         ranked.append(Ranked(cid, probs[cid], support, against, explains, family[cid]))
-    pairs = _pairs(kb, observed, order[:_PAIR_CANDIDATES])
+    pairs = _pairs(kb, observed, _pair_candidates(kb, observed, order))
     roots = [cid for cid in family if not kb.conditions[cid].refines]
     top_root = min(roots, key=lambda cid: (-family[cid], cid)) if roots else ""
     return Differential(ranked, none_p, pairs, top_root, family.get(top_root, 0.0))
