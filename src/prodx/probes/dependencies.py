@@ -10,7 +10,8 @@ For each: a TCP connect, then a session start without credentials, through ``hos
 
       runuser -u postgres -- psql -X -At -h SOCKETDIR -p PORT -d postgres -c
           "SELECT current_setting('max_connections'), current_setting('superuser_reserved_connections'),
-                  count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'"
+                  count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'
+                  AND pid <> pg_backend_pid()"
       5|0|3
 
 - MySQL/MariaDB ``mysql_greeting`` [host, port]: the server's first packet, a greeting or an
