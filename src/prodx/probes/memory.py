@@ -28,7 +28,7 @@ from typing import Any
 
 from prodx.model import Finding, absent, present, unknown
 from prodx.probes.base import Probe, ProbeContext
-from prodx.probes.cpu import parse_pid_stat, proc_samples, read_psi
+from prodx.probes.cpu import parse_pid_stat, proc_samples, read_psi, read_volatile
 from prodx.units import fmt_bytes
 
 _KIB = 1024
@@ -251,7 +251,7 @@ def parse_flat_keyed(text: str) -> dict[str, int]:
 
 def meminfo(ctx: ProbeContext) -> dict[str, int]:
     """/proc/meminfo of the host, read once per run (OSError when unreadable)."""
-    return ctx.fact("memory.meminfo", lambda: parse_meminfo(ctx.host.read_text("/proc/meminfo")))
+    return ctx.fact("memory.meminfo", lambda: parse_meminfo(read_volatile(ctx, "/proc/meminfo")))
 
 
 class MemoryUsageProbe(Probe):
@@ -358,7 +358,7 @@ class MemoryActivityProbe(Probe):
         # The stat rss is in pages of unknown size; VmRSS in /proc/PID/status is in kB.
         for _neg, pid, comm in ranked[:3]:
             try:
-                status = parse_meminfo(ctx.host.read_text(f"/proc/{pid}/status", 8192))
+                status = parse_meminfo(read_volatile(ctx, f"/proc/{pid}/status", 8192))
             except OSError:
                 continue
             if "VmRSS" in status:
@@ -389,6 +389,7 @@ class OomKillerProbe(Probe):
                           + " (run as root, or add the user to the adm or systemd-journal group)")
             return
         victims = [v for v in oom_victims(lines) if v["when"] is None or now - v["when"] <= RECENT_S]
+        victims = [v for v in victims if not _lab_history(ctx, v)]
         for v in victims:
             if v["when"] is not None:
                 v["ago_s"] = round(now - v["when"])
@@ -411,6 +412,23 @@ class OomKillerProbe(Probe):
             count=len(victims),
             source=source,
         )
+
+
+#: The cgroups prodx's own lab makes (prodx.lab.sandbox.PREFIX) for its OOM scenario.
+_LAB_CGROUP = "prodx-lab-"
+
+
+def _lab_history(ctx: ProbeContext, victim: dict[str, Any]) -> bool:
+    """Whether a kill happened in a cgroup prodx's lab made and has since removed: a drill
+    on this machine, not its illness (the kernel log keeps it for days)."""
+    memcg = victim.get("memcg", "")
+    if not memcg.rsplit("/", 1)[-1].startswith(_LAB_CGROUP):
+        return False
+    try:
+        mounts = cgroup_mounts(ctx.host.read_text("/proc/self/mountinfo"))
+    except OSError:
+        return False
+    return not any(ctx.host.exists(point.rstrip("/") + memcg) for point, _root in mounts.values())
 
 
 def _kernel_log(ctx: ProbeContext, now: float) -> tuple[list[KernelLine] | None, str, list[str]]:
@@ -464,17 +482,10 @@ class CgroupMemoryProbe(Probe):
         if wanted and not chosen:
             yield unknown(fid, f"none of the services {', '.join(sorted(wanted))} is running: no cgroup to examine")
             return
-        groups: dict[tuple[str, str], list[str]] = {}
-        for p in chosen:
-            try:
-                table = parse_proc_cgroup(ctx.host.read_text(f"/proc/{p.pid}/cgroup"))
-            except OSError:
-                continue
-            for version, key in (("v1", "memory"), ("v2", "")):
-                if version in mounts and key in table:
-                    names = groups.setdefault((version, table[key]), [])
-                    if p.name not in names:
-                        names.append(p.name)
+        groups = _memory_cgroups(ctx, chosen, mounts)
+        if not groups and wanted:
+            # The services' processes exited (a restart) between the listing and the read.
+            groups = _memory_cgroups(ctx, procs, mounts)
         limited, hit, unreadable = [], [], []
         for (version, path), names in sorted(groups.items()):
             info = _cgroup_memory(ctx, version, mounts[version], path)
@@ -505,6 +516,23 @@ class CgroupMemoryProbe(Probe):
             yield absent(fid, f"no memory limit on the {len(groups)} cgroup(s) of the examined processes; none counted an OOM kill")
         else:
             yield unknown(fid, "cannot read /proc/PID/cgroup of the examined processes (needs root for other users' processes?)")
+
+
+def _memory_cgroups(ctx: ProbeContext, procs: list[Any], mounts: dict[str, tuple[str, str]]) -> dict[tuple[str, str], list[str]]:
+    """(hierarchy, cgroup path) → names of the processes in it, for the processes whose
+    /proc/PID/cgroup could be read."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    for p in procs:
+        try:
+            table = parse_proc_cgroup(ctx.host.read_text(f"/proc/{p.pid}/cgroup"))
+        except OSError:
+            continue
+        for version, key in (("v1", "memory"), ("v2", "")):
+            if version in mounts and key in table:
+                names = groups.setdefault((version, table[key]), [])
+                if p.name not in names:
+                    names.append(p.name)
+    return groups
 
 
 def _cgroup_memory(ctx: ProbeContext, version: str, mount: tuple[str, str], path: str) -> dict[str, Any] | None:
