@@ -477,13 +477,15 @@ class ChangesProbe(Probe):
     # ---- errors that follow a change -------------------------------------------------------
 
     def _errors_after(self, ctx: ProbeContext, changes: list[Finding]) -> Finding:
-        from prodx.probes.logs import app_logs, matcher
+        from prodx.probes.logs import app_logs
         from prodx.scanners.logscan import scan_tail
 
         logs = [p for p in app_logs(ctx) if ctx.host.exists(p)]
         if not logs:
             return unknown(_CODE_ERRORS, "no app logs known or open (give them in the profile)")
-        m = matcher(ctx)
+        m = _code_error_matcher(ctx)
+        if m is None:
+            return unknown(_CODE_ERRORS, "the knowledge base has no code-error signatures (signatures/changes.yaml)")
         errors: list[dict[str, Any]] = []
         for path in logs:
             fs = scan_tail(ctx.host.real_path(path), m, tail_bytes=_TAIL_BYTES)
@@ -498,7 +500,8 @@ class ChangesProbe(Probe):
             return unknown(_CODE_ERRORS, "code-level errors found but their lines carry no time to set against the changes")
         first_ts, first = min(dated, key=lambda x: x[0])
         events = [e for f in changes for e in f.evidence.get("events", [])]
-        before = [e for e in events if e["ts"] is not None and e["ts"] <= first_ts + 1 and first_ts - e["ts"] <= FOLLOW_S]
+        # Log lines carry whole seconds; an mtime can be up to a second past the line it caused.
+        before = [e for e in events if e["ts"] is not None and e["ts"] <= first_ts + 2 and first_ts - e["ts"] <= FOLLOW_S]
         if not events:
             return absent(_CODE_ERRORS, f"code-level errors since {first['first_ts']}, but no recent change to follow",
                           first_error=first)
@@ -515,6 +518,23 @@ class ChangesProbe(Probe):
             events=[{"ts": round(first_ts, 3), "when": _iso(first_ts), "kind": "error",
                      "what": f"first {first['signature']} error: {first['example'][:120]}"}],
         )
+
+
+def _code_error_matcher(ctx: ProbeContext) -> Any:
+    """A matcher of the code-error signatures alone. Hazard: not the logs probe's shared one:
+    a Hyperscan scratch space serves one scan at a time (ScratchInUseError), and both probes
+    scan at once."""
+    from prodx.scanners.logscan import Matcher, Signature
+
+    def compute() -> Any:
+        sigs = [
+            Signature(id=s["id"], finding=s["finding"], pattern=s["pattern"], description=s["description"],
+                      ignore_case=bool(s.get("ignore_case", False)), examples=tuple(s.get("examples", ())))
+            for s in ctx.kb.signatures if s["finding"] == _CODE_ERRORS
+        ]
+        return Matcher(sigs) if sigs else None
+
+    return ctx.fact("changes.code_error_matcher", compute)
 
 
 class ConfigTestProbe(Probe):

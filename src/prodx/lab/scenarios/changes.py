@@ -1,0 +1,188 @@
+"""Changes that break a working site: a config edit nginx cannot parse, and a dependency
+update the app's code no longer fits. Both on a real nginx + PHP-FPM (prodx.lab.webstack).
+
+What is real and what is simulated:
+
+- ``bad-config-change``: all real. nginx.conf is edited with a missing semicolon and the
+  reload runs the way Debian's unit does (``nginx -s reload``); it fails with ``[emerg]`` and
+  the old configuration keeps serving, so the edit never took effect.
+- ``dependency-regression``: the app is a git checkout committed days ago with a vendored
+  library (``acme/greeter`` 1.0) and its ``composer.lock``. The update is simulated: prodx
+  writes what ``composer update`` would (the 2.0 library whose API renamed ``greet()``, a new
+  composer.lock and vendor/composer/installed.json) because there is no composer nor network
+  here. Everything after it is real: requests through nginx run the code, PHP logs
+  "Call to undefined method" fatal errors and the page answers 500.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import time
+from pathlib import Path
+
+from prodx.lab.framework import Needs, Scenario, profile_toml
+from prodx.lab.sandbox import LabError, Sandbox, run_argv
+from prodx.lab.webstack import WebStack, webstack_unmet
+
+_USER_COMMANDS = (("useradd", "passwd"), ("userdel", "passwd"))
+#: How long ago the healthy app was deployed: older than the 48 h the changes probe looks at.
+_DEPLOYED_AGO_S = 6 * 86400
+
+
+def _get(port: int, path: str) -> tuple[int, str]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        return resp.status, resp.read().decode("utf-8", "replace")
+    finally:
+        conn.close()
+
+
+class _WebApp(Scenario):
+    """A Symfony-shaped app in ``srv/shop`` served by a private nginx + PHP-FPM."""
+
+    def start_stack(self, sb: Sandbox) -> None:
+        self.user = sb.add_user()
+        self.app = sb.mkdirs("srv/shop", owner=self.user)
+        for d in ("public", "var/cache", "var/log", "var/sessions"):
+            sb.mkdirs(self.app / d, owner=self.user)
+        self.web = WebStack(sb, self.user, self.app / "public", self.app / "var/sessions")
+        self.web.start()
+
+    def profile(self, sb: Sandbox) -> str:
+        return profile_toml(name=f"lab-{self.name}", user=self.user.name,
+                            writable=[str(self.app / d) for d in ("var/cache", "var/log", "var/sessions")],
+                            logs=self.web.logs, services=self.web.service_names)
+
+
+class BadConfigChange(_WebApp):
+    name = "bad-config-change"
+    condition = "config-error"
+    description = ("a private nginx + PHP-FPM serve the app; someone adds a location to nginx.conf, forgets a "
+                   "semicolon, and reloads: the reload fails with [emerg] and the edit never takes effect")
+    symptoms = (
+        "the change someone just made to the site's nginx config 'does nothing'",
+        "`nginx -s reload` printed an [emerg] error, or nobody looked at its output",
+        "the next restart will take the site down",
+    )
+    needs = Needs(commands=_USER_COMMANDS, kernel=(), check=webstack_unmet)
+
+    def setup(self, sb: Sandbox) -> None:
+        self.start_stack(sb)
+        status, _ = _get(self.web.port, "/login.php")
+        if status != 200:
+            raise LabError(f"the healthy web stack answers {status} on /login.php")
+        self.injected.append(f"nginx on http://127.0.0.1:{self.web.port}/ and PHP-FPM as {self.user.name}; "
+                             "/login.php answered 200")
+
+    def inject(self, sb: Sandbox) -> None:
+        conf = sb.path("nginx/nginx.conf")
+        text = conf.read_text()
+        edited = text.replace("        index login.php;\n",
+                              "        index login.php;\n        location /status { return 200 'ok' }\n", 1)
+        if edited == text:
+            raise LabError(f"cannot find where to edit {conf}")
+        sb.write_text(conf, edited)
+        prefix = sb.path("nginx")
+        reload = sb.run([self.web.nginx, "-p", f"{prefix}/", "-c", str(conf), "-s", "reload"], check=False)
+        said = (reload.stderr or reload.stdout).strip().splitlines()
+        if reload.returncode == 0 or not said or "[emerg]" not in said[0]:
+            raise LabError(f"the reload did not fail as expected: {reload.returncode} {said}")
+        self.injected.append(f"edited {conf} (a location without its ';'); `nginx -s reload` failed: {said[0]}")
+        status, _ = _get(self.web.port, "/status")
+        self.injected.append(f"the old config still serves: /status answers {status}, not the new 'ok'")
+
+
+_GREETER_V1 = """<?php
+namespace Acme;
+final class Greeter {
+    public function greet(string $name): string { return "Hello, $name"; }
+}
+"""
+#: 2.0 renamed the method: the app's call breaks (a real-world API break in a major release).
+_GREETER_V2 = """<?php
+namespace Acme;
+final class Greeter {
+    public function hello(string $name): string { return "Hello, $name"; }
+}
+"""
+_AUTOLOAD = """<?php
+spl_autoload_register(function ($class) {
+    if ($class === 'Acme\\\\Greeter') { require __DIR__ . '/acme/greeter/src/Greeter.php'; }
+});
+"""
+_PAGE = """<?php
+require __DIR__ . '/../vendor/autoload.php';
+echo (new Acme\\Greeter())->greet('shop') . "\\n";
+"""
+
+
+def _lock(version: str) -> str:
+    return json.dumps({"packages": [{"name": "acme/greeter", "version": version}], "content-hash": version}, indent=4) + "\n"
+
+
+class DependencyRegression(_WebApp):
+    name = "dependency-regression"
+    condition = "dependency-regression"
+    description = ("the shop app (a git checkout deployed 6 days ago) uses acme/greeter 1.0; an update brings "
+                   "2.0 (simulated: the files composer would write), whose API renamed greet(); PHP fatal errors "
+                   "begin at the next request")
+    symptoms = (
+        "the shop page returns 500 since someone ran composer update",
+        "the PHP error log says 'Call to undefined method Acme\\Greeter::greet()'",
+        "nobody deployed new code",
+    )
+    needs = Needs(commands=(*_USER_COMMANDS, ("git", "git")), kernel=(), check=webstack_unmet)
+
+    def setup(self, sb: Sandbox) -> None:
+        self.start_stack(sb)
+        u, app = self.user, self.app
+        for d in ("bin", "vendor/acme/greeter/src", "vendor/composer"):
+            sb.mkdirs(app / d, owner=u)
+        sb.write_text(app / "bin/console", "#!/usr/bin/env php\n<?php // Symfony-style entry point\n", owner=u)
+        sb.write_text(app / "vendor/acme/greeter/src/Greeter.php", _GREETER_V1, owner=u)
+        sb.write_text(app / "vendor/autoload.php", _AUTOLOAD, owner=u)
+        sb.write_text(app / "vendor/composer/installed.json", _lock("1.0.0"), owner=u)
+        sb.write_text(app / "composer.lock", _lock("1.0.0"), owner=u)
+        sb.write_text(app / "public/shop.php", _PAGE, owner=u)
+        sb.write_text(app / ".gitignore", "/vendor/\n/var/\n")
+        deployed = time.time() - _DEPLOYED_AGO_S
+        env = {"PATH": "/usr/bin:/bin", "HOME": str(sb.root), "GIT_AUTHOR_NAME": "Deploy", "GIT_AUTHOR_EMAIL": "ci@shop",
+               "GIT_COMMITTER_NAME": "Deploy", "GIT_COMMITTER_EMAIL": "ci@shop",
+               "GIT_AUTHOR_DATE": f"@{int(deployed)} +0000", "GIT_COMMITTER_DATE": f"@{int(deployed)} +0000"}
+        # root runs git in a folder the app user owns: git refuses unless told it is safe.
+        git = ["git", "-c", f"safe.directory={app}", "-C", str(app)]
+        for argv in ([*git, "init", "-q"], [*git, "add", "-A"], [*git, "commit", "-q", "-m", "Release 1.8"]):
+            run_argv(argv, env=env, cwd=sb.root)
+        for p in app.rglob("*"):
+            os.utime(p, (deployed, deployed), follow_symlinks=False)
+        status, body = _get(self.web.port, "/shop.php")
+        if status != 200 or "Hello, shop" not in body:
+            raise LabError(f"the healthy shop page answers {status}: {body[:200]!r}; see {self.web.logs}")
+        self.injected.append(f"shop page http://127.0.0.1:{self.web.port}/shop.php answered 200 "
+                             "with acme/greeter 1.0 (git checkout committed 6 days ago)")
+
+    def inject(self, sb: Sandbox) -> None:
+        u, app = self.user, self.app
+        sb.write_text(app / "vendor/acme/greeter/src/Greeter.php", _GREETER_V2, owner=u)
+        sb.write_text(app / "vendor/composer/installed.json", _lock("2.0.0"), owner=u)
+        sb.write_text(app / "composer.lock", _lock("2.0.0"), owner=u)
+        self.injected.append("simulated `composer update`: acme/greeter 1.0.0 → 2.0.0 (composer.lock, vendor/) just now")
+        # OPcache checks a script's mtime at most every opcache.revalidate_freq (2 s by default)
+        # per worker: the old library runs a little longer, as on a real host.
+        deadline = time.monotonic() + 15
+        codes: list[int] = []
+        while time.monotonic() < deadline and codes[-3:] != [500, 500, 500]:
+            time.sleep(0.5)
+            codes.append(_get(self.web.port, "/shop.php")[0])
+        if codes[-3:] != [500, 500, 500]:
+            raise LabError(f"the shop page did not break: {codes}")
+        codes = codes[-3:]
+        errors = [line for line in Path(self.web.php_error_log).read_text(errors="replace").splitlines()
+                  if "Call to undefined method" in line]
+        if not errors:
+            raise LabError(f"PHP logged no fatal error in {self.web.php_error_log}")
+        self.injected.append(f"the shop page now answers {codes}; PHP logged {len(errors)} fatal error(s): {errors[0][:160]}")

@@ -1,0 +1,54 @@
+"""Lab: changes that break a working site, reproduced for real on a private nginx + PHP-FPM,
+and diagnosed first by `prodx diagnose --json --profile <sandbox profile>`.
+
+Root only. What each scenario simulates is said in prodx/lab/scenarios/changes.py (the
+dependency update writes what composer would; the errors after it are real).
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import subprocess
+
+import pytest
+
+pytestmark = [
+    pytest.mark.lab,
+    pytest.mark.root,
+    pytest.mark.skipif(os.geteuid() != 0, reason="the lab needs root (throwaway users, servers)"),
+]
+
+
+def _status(port: int, path: str) -> int:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", path)
+        return conn.getresponse().status
+    finally:
+        conn.close()
+
+
+def test_bad_config_change_scenario_breaks_nginx_config_test_and_is_diagnosed_config_error(lab) -> None:
+    with lab.stage("bad-config-change") as run:
+        web = run.scenario.web
+        conf = run.sandbox.path("nginx/nginx.conf")
+        test = subprocess.run([web.nginx, "-t", "-q", "-e", "/dev/null", "-p", f"{run.sandbox.path('nginx')}/",
+                               "-c", str(conf)], capture_output=True, text=True, timeout=30)
+        assert test.returncode != 0 and "[emerg]" in test.stderr
+        # The reload failed: the old config still serves, without the new location.
+        assert _status(web.port, "/login.php") == 200
+        assert _status(web.port, "/status") == 404
+        lab.assert_diagnosed(run)
+
+
+def test_dependency_regression_scenario_breaks_the_page_after_the_update_and_is_diagnosed_first(lab) -> None:
+    with lab.stage("dependency-regression") as run:
+        sc = run.scenario
+        assert _status(sc.web.port, "/shop.php") == 500
+        log = sc.web.php_error_log.read_text(errors="replace")
+        assert "Call to undefined method Acme\\Greeter::greet()" in log
+        assert '"version": "2.0.0"' in (sc.app / "composer.lock").read_text()
+        head = (sc.app / ".git/logs/HEAD").read_text()
+        assert "Release 1.8" in head  # the code itself was deployed days ago
+        lab.assert_diagnosed(run)
