@@ -397,3 +397,27 @@ def test_prodx_logs_without_existing_files_exits_2(tmp_path):
     assert _prodx().returncode == 2
     r = _prodx(str(tmp_path / "nope.log"))
     assert r.returncode == 2 and "none of the files exist" in r.stderr
+
+
+def test_matcher_shared_by_threads_scans_concurrently_without_scratch_errors(tmp_path):
+    """Probes share one Matcher across threads; each scan must still succeed and agree."""
+    import threading
+
+    log = _write(tmp_path / "busy.log", (SAMPLE * 2000).encode())
+    matcher = Matcher(SIGS)
+    results, errors = [], []
+
+    def work():
+        try:
+            for _ in range(5):
+                results.append(scan_file(log, matcher).hits[next(iter(scan_file(log, matcher).hits))].count)
+        except Exception as exc:  # noqa: BLE001 - collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert len(set(results)) == 1 and len(results) == 20

@@ -29,6 +29,7 @@ import lzma
 import os
 import re
 import stat
+import threading
 import time
 import zlib
 from collections.abc import Callable, Iterable, Sequence
@@ -343,6 +344,9 @@ class Matcher:
         self._literals = [required_literals(s) for s in self.signatures]
         self._any_ignore_case = any(s.ignore_case for s in self.signatures)
         self._db = None
+        # Hazard: a Hyperscan scratch serves one scan at a time (ScratchInUseError), and
+        # probes share one Matcher across threads: each thread gets its own scratch.
+        self._scratch = threading.local()
         if self.backend is Backend.HYPERSCAN and self.signatures:
             self._db = self._compile_hyperscan(hs)
 
@@ -371,7 +375,10 @@ class Matcher:
         def on_match(sig_index: int, _from: int, to: int, _flags: int, _ctx: Any) -> None:
             append((to, sig_index))
 
-        self._db.scan(memoryview(buf)[start:end], match_event_handler=on_match)
+        scratch = getattr(self._scratch, "value", None)
+        if scratch is None:
+            scratch = self._scratch.value = _hyperscan_module().Scratch(self._db)
+        self._db.scan(memoryview(buf)[start:end], match_event_handler=on_match, scratch=scratch)
         found: set[tuple[int, int]] = set()
         rfind = buf.rfind
         for to, sig_index in ends:
