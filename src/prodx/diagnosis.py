@@ -149,7 +149,7 @@ def diagnose(options: DiagnoseOptions, host: Host | None = None, kb: KnowledgeBa
     runs: list[ProbeRun] = []
     if not options.no_probes:
         ctx = ProbeContext(host, target, kb, write_test=options.write_test)
-        ctx.fact("discovery", lambda: found)
+        ctx.seed("discovery", found)
         probe_findings, runs = run_probes(all_probes(), ctx, options.deadline_s)
     findings = sorted(probe_findings + symptom_findings, key=lambda f: f.id)
     states = {f.id: f.state for f in findings}

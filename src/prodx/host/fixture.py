@@ -12,7 +12,8 @@ Layout of a fixture directory::
                            "listdirs": {path: [names]}, "globs": {pattern: [paths]},
                            "space": {path: prodx.space/1 document}, "missing": [paths],
                            "observations": {kind: {json key: result}},
-                           "reads": {path: [{"end": "head"|"tail", "data": latin-1 text}, ...]}}
+                           "reads": {path: [{"end": "head"|"tail", "data": latin-1 text}, ...]},
+                           "readlinks": {path: target}}
 
 Files in ``reads`` replay what each read returned, in order (the last one repeats), so a
 file sampled twice for a rate gives both samples.
@@ -109,6 +110,14 @@ class FixtureHost(Host):
     def listdir(self, path: str) -> list[str]:
         recorded = self._meta.get("listdirs", {}).get(path)
         return list(recorded) if recorded is not None else sorted(os.listdir(self.real_path(path)))
+
+    def readlink(self, path: str) -> str:
+        recorded = self._meta.get("readlinks", {}).get(path)
+        if recorded is not None:
+            return recorded
+        if path in self._meta.get("missing", []):
+            raise FileNotFoundError(path)
+        return super().readlink(path)
 
     def glob(self, pattern: str) -> list[str]:
         recorded = self._meta.get("globs", {}).get(pattern)

@@ -57,7 +57,7 @@ class RecordingHost(Host):
         self._meta: dict[str, Any] = {
             "stats": {}, "lstats": {}, "listdirs": {}, "globs": {}, "statvfs": [], "write_tests": [],
             "processes": [], "open_files": {}, "commands": [], "space": {}, "missing": [],
-            "observations": {}, "reads": {},
+            "observations": {}, "reads": {}, "readlinks": {},
         }
 
     def _note(self, key: str, value: Any, sub: str | None = None) -> None:
@@ -113,6 +113,15 @@ class RecordingHost(Host):
         names = self.inner.listdir(path)
         self._note("listdirs", names, path)
         return names
+
+    def readlink(self, path: str) -> str:
+        try:
+            target = self.inner.readlink(path)
+        except OSError:
+            self._note("missing", path)
+            raise
+        self._note("readlinks", target, path)
+        return target
 
     def glob(self, pattern: str) -> list[str]:
         paths = self.inner.glob(pattern)

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
-from prodx.host.base import Host, UserInfo
+from prodx.host.base import Host, ProcessInfo, UserInfo
 from prodx.kb.loader import KnowledgeBase
 from prodx.profile import Dependency, HttpCheck, TlsCheck
 from prodx.model import Finding
@@ -76,6 +76,15 @@ class ProbeContext:
         self._facts: dict[str, Any] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
+
+    def processes(self) -> list[ProcessInfo]:
+        """The process table, read once per run: every probe sees the same processes."""
+        return self.fact("processes", self.host.processes)
+
+    def seed(self, key: str, value: Any) -> None:
+        """Provide fact ``key`` computed before the probes ran (discovery)."""
+        with self._guard:
+            self._facts[key] = (True, value)
 
     def fact(self, key: str, compute: Callable[[], T]) -> T:
         """The shared fact ``key``, computed by the first probe that asks for it.

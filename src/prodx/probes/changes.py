@@ -538,7 +538,13 @@ def _code_error_matcher(ctx: ProbeContext) -> Any:
 
 
 class ConfigTestProbe(Probe):
-    """Each running web server's own config test (nginx -t, apachectl -t)."""
+    """Each running web server's own config test (nginx -t, apachectl -t).
+
+    Hazard: a config test opens every log, temp folder and pid file its config names and
+    creates the missing ones. A running server already has them all, so only running
+    servers are tested; a stopped one (whose restart may have failed on a broken config) is
+    left untested rather than risk writing on the patient.
+    """
 
     name = "changes.config_test"
     findings = ("change.config_invalid",)
@@ -548,7 +554,6 @@ class ConfigTestProbe(Probe):
     def run(self, ctx: ProbeContext) -> Iterable[Finding]:
         fid = "change.config_invalid"
         services = [s for s in discovery(ctx).services if s.config_test]
-        services += _stopped_services(ctx, {s.name for s in discovery(ctx).services})
         if not services:
             yield unknown(fid, "no running server whose config prodx can test (nginx, Apache)")
             return
@@ -572,25 +577,6 @@ class ConfigTestProbe(Probe):
             yield unknown(fid, "; ".join(undecided))
         else:
             yield absent(fid, f"config tests pass: {', '.join(passed)}", passed=passed)
-
-
-def _stopped_services(ctx: ProbeContext, running: set[str]) -> list[Any]:
-    """The profile's services that do not run, with their default config (a restart that
-    failed on a broken config leaves nothing for discovery to see)."""
-    from prodx.discovery.stack import Service, config_test_argv, rules
-
-    out = []
-    for name in ctx.target.services:
-        if name in running:
-            continue
-        for rule in rules()["services"]:
-            if re.search(rule["name"], name) and rule.get("config_test") and rule.get("config_default"):
-                svc = Service(rule["kind"], rule.get("role", "app"), name, 0, "", exe=name, config=rule["config_default"])
-                if ctx.host.exists(svc.config):
-                    svc.config_test = config_test_argv(rule["config_test"], svc)
-                    out.append(svc)
-                break
-    return out
 
 
 def parse_config_error(text: str) -> str:

@@ -103,7 +103,7 @@ def targets(ctx: ProbeContext) -> list[Target]:
         host, port = dep.address
         parts = urlsplit(dep.url)
         out.append(Target(kind, dep.name, host, port, unquote(parts.username or ""), unquote(parts.password or "")))
-    procs = ctx.host.processes()
+    procs = ctx.processes()
     try:
         listening = {s.inode: s for s in tcp_sockets(ctx) if s.state == "LISTEN"}
         owners = socket_owners(ctx).by_inode

@@ -200,7 +200,7 @@ class LogTailsProbe(Probe):
             yield from (unknown(f, "no app logs known or open (give them in the profile)") for f in self.findings)
             return
         now = ctx.host.now()
-        running = {p.name for p in ctx.host.processes()}
+        running = {p.name for p in ctx.processes()}
         services = [s for s in ctx.target.services if s in running]
         held_by = writers(ctx)
         cut, silent = [], []

@@ -476,7 +476,7 @@ class CgroupMemoryProbe(Probe):
         if not mounts:
             yield unknown(fid, "no memory cgroup hierarchy is mounted (neither cgroup2 nor a v1 memory controller under /sys/fs/cgroup)")
             return
-        procs = ctx.host.processes()
+        procs = ctx.processes()
         wanted = set(ctx.target.services)
         chosen = [p for p in procs if p.name in wanted] if wanted else procs
         if wanted and not chosen:

@@ -110,7 +110,7 @@ def socket_owners(ctx: ProbeContext) -> SocketOwners:
     def compute() -> SocketOwners:
         by_inode: dict[int, list[ProcessInfo]] = {}
         denied = []
-        for proc in ctx.host.processes():
+        for proc in ctx.processes():
             try:
                 files = ctx.host.open_files(proc.pid)
             except HostAccessDenied:
@@ -243,7 +243,7 @@ def _nginx_config_files(ctx: ProbeContext) -> list[str]:
     """nginx's main config (a running nginx's ``-c``, else /etc/nginx/nginx.conf) and the
     files its ``include`` directives name, at most 200."""
     mains = []
-    for p in ctx.host.processes():
+    for p in ctx.processes():
         if p.name == "nginx" and "-c" in p.cmdline[:-1]:
             mains.append(p.cmdline[p.cmdline.index("-c") + 1])
     mains = list(dict.fromkeys(mains)) or ["/etc/nginx/nginx.conf"]
@@ -341,7 +341,7 @@ class NetListenersProbe(Probe):
     def run(self, ctx: ProbeContext) -> Iterable[Finding]:
         sockets = tcp_sockets(ctx)
         owners = socket_owners(ctx)
-        procs = ctx.host.processes()
+        procs = ctx.processes()
         partial = (f"; {len(owners.denied)} process(es) could not be read (needs root to read other users' "
                    "/proc/PID/fd)") if owners.denied else ""
         yield from self._not_listening(ctx, sockets, owners, procs, partial)

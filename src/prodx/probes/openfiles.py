@@ -16,7 +16,7 @@ def all_open_files(ctx: ProbeContext) -> tuple[list[tuple[OpenFile, str]], list[
     def compute() -> tuple[list[tuple[OpenFile, str]], list[int]]:
         out: list[tuple[OpenFile, str]] = []
         denied: list[int] = []
-        for proc in ctx.host.processes():
+        for proc in ctx.processes():
             try:
                 files = ctx.host.open_files(proc.pid)
             except HostAccessDenied:

@@ -267,7 +267,7 @@ def proc_table(ctx: ProbeContext) -> list[Proc]:
     the host shows processes but none of their /proc/PID/stat."""
 
     def compute() -> list[Proc]:
-        infos = ctx.host.processes()
+        infos = ctx.processes()
         out = []
         for info in infos:
             try:
