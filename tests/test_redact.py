@@ -97,3 +97,23 @@ def test_redact_is_idempotent_on_the_corpus():
 
 def test_redact_on_non_utf8_replacement_text_does_not_raise():
     assert redact("caf\ufffd password=\ufffd\ufffdx ok") == f"caf\ufffd password={MASK} ok"
+
+
+@pytest.mark.parametrize(
+    ("line", "secret"),
+    [
+        ("redis-cli -h 127.0.0.1 -a hunter2pass ping", "hunter2pass"),
+        ("/usr/bin/app --password hunter2pass --port 8000", "hunter2pass"),
+        ("worker --api-key=AbC123xyz789 --verbose", "AbC123xyz789"),
+        ("gunicorn --auth-token s3cr3tt0k app:wsgi", "s3cr3tt0k"),
+    ],
+)
+def test_redact_command_line_secret_flags_are_masked(line, secret):
+    out = redact(line)
+    assert secret not in out
+    assert MASK in out
+
+
+def test_redact_command_line_ordinary_flags_stay():
+    for line in ("nginx -g daemon off;", "ls --color=auto /var/log", "php-fpm: pool www"):
+        assert redact(line) == line

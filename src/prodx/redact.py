@@ -49,6 +49,11 @@ _KV = re.compile(
     r"(\b[\w.-]*?(?:" + _KEYWORDS + r")(?![A-Za-z])[\"']?\s*(?:=|:|=>)\s*)"
     r"(\[REDACTED\]|\"[^\"]*\"|'[^']*'|[^\s\"'&,;}<>)\]]+)", re.I)
 _MYSQL_CLI = re.compile(r"(\bmysql(?:dump|admin)?\b[^\n]*?\s-p)(?!\s)([^\s]+)")
+# Command lines: "--password hunter2", "--token=abc", redis-cli's "-a hunter2".
+_CLI_FLAG = re.compile(
+    r"((?:^|\s)--?(?:[\w-]*(?:password|passwd|passphrase|secret|token|api-?key|auth)[\w-]*)(?:=|\s+))"
+    r"(?!\[REDACTED\])(?!-)([^\s]+)", re.I)
+_REDIS_CLI = re.compile(r"(\bredis-cli\b[^\n]*?\s-a\s+)(?!-)([^\s]+)")
 # Long opaque tokens after a key-ish word: "api key 3f9a..." or "token 3f9a...".
 _GENERIC = re.compile(
     r"(\b(?:key|token|secret|password|credential|bearer|signature|auth)s?\b[^A-Za-z0-9/\s]{0,3}\s?)"
@@ -90,6 +95,8 @@ def redact(line: str) -> str:
     line = _AWS_KEY_ID.sub(r"\1" + MASK, line)
     line = _VENDOR_TOKENS.sub(r"\1" + MASK, line)
     line = _MYSQL_CLI.sub(r"\1" + MASK, line)
+    line = _REDIS_CLI.sub(r"\1" + MASK, line)
+    line = _CLI_FLAG.sub(r"\1" + MASK, line)
     line = _KV.sub(_mask_quoted, line)
     line = _GENERIC.sub(r"\1" + MASK, line)
     return line

@@ -330,8 +330,11 @@ def read_psi(ctx: ProbeContext, resource: str) -> tuple[dict[str, dict[str, floa
 
 
 def _cmdline(ctx: ProbeContext, pid: int) -> str:
+    """The process's command line, redacted: arguments carry passwords (``mysql -pSECRET``)."""
+    from prodx.redact import redact
+
     try:
-        return ctx.host.read_text(f"/proc/{pid}/cmdline", 4096).replace("\0", " ").strip()
+        return redact(ctx.host.read_text(f"/proc/{pid}/cmdline", 4096).replace("\0", " ").strip())
     except OSError:
         return ""
 
