@@ -26,9 +26,10 @@ import re
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,22 @@ class Account:
     name: str
     uid: int
     gid: int
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 free right now (another process could take it first)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(ready: Callable[[], bool], timeout_s: float, message: str) -> None:
+    """Poll ``ready`` until it holds; raise LabError(message) after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while not ready():
+        if time.monotonic() > deadline:
+            raise LabError(message)
+        time.sleep(0.05)
 
 
 def _proc_start(pid: int) -> int | None:

@@ -31,24 +31,17 @@ import socket
 import struct
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from prodx.lab.sandbox import LabError, Sandbox
+from prodx.lab.sandbox import LabError, Sandbox, free_port, wait_until
 
 #: How long a server may take to accept connections (initdb alone takes ~1 s).
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 10.0
 
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 free right now (another process could take it first)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def find_postgres_bindir() -> str | None:
@@ -111,12 +104,6 @@ def _popen_user(account: pwd.struct_passwd | None) -> dict[str, object]:
     return {"user": account.pw_uid, "group": account.pw_gid, "extra_groups": []}
 
 
-def _wait(ready, timeout_s: float, message: str) -> None:  # noqa: ANN001 - a predicate
-    deadline = time.monotonic() + timeout_s
-    while not ready():
-        if time.monotonic() > deadline:
-            raise LabError(message)
-        time.sleep(0.05)
 
 
 def _answers(port: int) -> bool:
@@ -245,7 +232,7 @@ class PostgresInstance(_Server):
         for key, value in self.settings.items():
             argv += ["-c", f"{key}={value}"]
         self._spawn(argv, acct)
-        _wait(lambda: self._ready() or not self.running, START_TIMEOUT_S,
+        wait_until(lambda: self._ready() or not self.running, START_TIMEOUT_S,
               f"PostgreSQL did not start on port {self.port}: {self.log_text()[-500:]}")
         if not self.running:
             raise LabError(f"PostgreSQL exited at start: {self.log_text()[-500:]}")
@@ -340,7 +327,7 @@ class RedisInstance(_Server):
         for key, value in self.settings.items():
             argv += [f"--{key}", str(value)]
         self._spawn(argv, acct)
-        _wait(lambda: self._ready() or not self.running, START_TIMEOUT_S,
+        wait_until(lambda: self._ready() or not self.running, START_TIMEOUT_S,
               f"Redis did not start on port {self.port}: {self.log_text()[-500:]}")
         if not self.running:
             raise LabError(f"Redis exited at start: {self.log_text()[-500:]}")

@@ -19,12 +19,11 @@ import http.client
 import re
 import shutil
 import socket
-import time
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
-from prodx.lab.sandbox import Account, LabError, Sandbox
+from prodx.lab.sandbox import Account, Sandbox, free_port, wait_until
 
 LOGGED_IN = "logged in as "
 
@@ -84,12 +83,6 @@ def webstack_unmet() -> str | None:
     missing = [pkg for pkg, found in (("nginx-light", find_nginx()), ("php-fpm", find_php_fpm())) if not found]
     return f"needs Debian package{'s' if len(missing) > 1 else ''} {', '.join(missing)}" if missing else None
 
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 free right now (another process could take it before nginx)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -161,7 +154,7 @@ php_admin_value[error_log] = {self.php_error_log}
 """)
         sb.spawn([self.php_fpm, "--nodaemonize", "--fpm-config", str(sb.path("php-fpm.conf")),
                   "-c", str(sb.path("php.ini"))], log="php-fpm.out")
-        _wait(lambda: sock.exists(), 15, f"php-fpm did not create {sock}; see {sb.path('php-fpm.out')}")
+        wait_until(lambda: sock.exists(), 15, f"php-fpm did not create {sock}; see {sb.path('php-fpm.out')}")
 
         self.port = free_port()
         prefix = sb.mkdirs("nginx")
@@ -191,7 +184,7 @@ http {{
         argv = [self.nginx, "-p", f"{prefix}/", "-c", str(prefix / "nginx.conf"), "-e", str(self.nginx_error_log)]
         sb.run([*argv, "-t", "-q"])
         sb.spawn([*argv, "-g", "daemon off;"], log="nginx.out")
-        _wait(self._answers, 15, f"nginx did not answer on 127.0.0.1:{self.port}; see {self.nginx_error_log}")
+        wait_until(self._answers, 15, f"nginx did not answer on 127.0.0.1:{self.port}; see {self.nginx_error_log}")
 
     def _answers(self) -> bool:
         try:
@@ -224,9 +217,3 @@ http {{
         return self.php_error_log.read_text(errors="replace") + self.fpm_log.read_text(errors="replace")
 
 
-def _wait(ready, timeout_s: float, message: str) -> None:  # noqa: ANN001 - a predicate
-    deadline = time.monotonic() + timeout_s
-    while not ready():
-        if time.monotonic() > deadline:
-            raise LabError(message)
-        time.sleep(0.05)

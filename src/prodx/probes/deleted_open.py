@@ -15,7 +15,7 @@ from prodx.host.base import OpenFile
 from prodx.model import Finding, absent, present, unknown
 from prodx.probes.base import Probe, ProbeContext
 from prodx.probes.mounts import Mount, measured_mounts
-from prodx.probes.openfiles import all_open_files
+from prodx.probes.openfiles import open_paths
 from prodx.units import fmt_bytes
 
 _GIB = 1 << 30
@@ -30,7 +30,7 @@ def _dev_key(dev: int) -> str:
 
 def held_open(ctx: ProbeContext) -> tuple[list[tuple[OpenFile, str]], list[int]]:
     """Every deleted regular file held open, with its process name; and the unreadable pids."""
-    files, denied = all_open_files(ctx)
+    files, denied = open_paths(ctx)
     return [(f, p) for f, p in files if f.deleted and f.allocated_bytes > 0], denied
 
 

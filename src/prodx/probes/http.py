@@ -27,7 +27,7 @@ import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urljoin
 
 from prodx.accesslog import ErrorRate, error_rate
 from prodx.model import Finding, absent, present, unknown

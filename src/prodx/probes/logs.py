@@ -17,7 +17,7 @@ from typing import Any
 
 from prodx.model import Finding, absent, present, unknown
 from prodx.probes.base import Probe, ProbeContext
-from prodx.probes.openfiles import all_open_files
+from prodx.probes.openfiles import open_paths
 
 TAIL_BYTES = 1 << 20
 #: Signature hits older than this are history, not the current failure.
@@ -70,7 +70,7 @@ def app_logs(ctx: ProbeContext) -> list[str]:
     not in scratch directories)."""
 
     def compute() -> list[str]:
-        files, _denied = all_open_files(ctx)
+        files, _denied = open_paths(ctx)
         held = sorted(
             {
                 f.target
@@ -87,7 +87,7 @@ def writers(ctx: ProbeContext) -> dict[str, list[str]]:
     """Log path → names of the running processes holding it open."""
 
     def compute() -> dict[str, list[str]]:
-        files, _denied = all_open_files(ctx)
+        files, _denied = open_paths(ctx)
         out: dict[str, list[str]] = {}
         for f, pname in files:
             out.setdefault(f.target, []).append(pname)

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from prodx.host.base import HostAccessDenied, ProcessInfo
+from prodx.host.base import ProcessInfo
 from prodx.model import Finding, absent, present, unknown
 from prodx.netparse import (
     TcpSocket,
@@ -49,6 +49,7 @@ from prodx.netparse import (
     socket_inode,
 )
 from prodx.probes.base import Probe, ProbeContext
+from prodx.probes.openfiles import all_open_files
 
 #: Bound of one TCP connect or DNS lookup: a dependency slower than this is as good as down.
 CONNECT_TIMEOUT_S = 1.0
@@ -108,22 +109,14 @@ def socket_owners(ctx: ProbeContext) -> SocketOwners:
     """Who holds each socket, from every process's /proc/PID/fd links."""
 
     def compute() -> SocketOwners:
+        files, denied = all_open_files(ctx)
         by_inode: dict[int, list[ProcessInfo]] = {}
-        denied = []
-        for proc in ctx.processes():
-            try:
-                files = ctx.host.open_files(proc.pid)
-            except HostAccessDenied:
-                denied.append(proc.pid)
-                continue
-            except (ProcessLookupError, OSError):
-                continue
-            for f in files:
-                inode = socket_inode(f.target)
-                if inode is not None:
-                    holders = by_inode.setdefault(inode, [])
-                    if all(p.pid != proc.pid for p in holders):
-                        holders.append(proc)
+        for f, proc in files:
+            inode = socket_inode(f.target)
+            if inode is not None:
+                holders = by_inode.setdefault(inode, [])
+                if all(p.pid != proc.pid for p in holders):
+                    holders.append(proc)
         return SocketOwners(by_inode, denied)
 
     return ctx.fact("net.socket_owners", compute)

@@ -369,7 +369,6 @@ class ServicesProbe(Probe):
                            "(or all started with the host)", uptime_s=round(uptime))
 
     def _crash_loop(self, ctx: ProbeContext, by_service: dict[str, list[Proc]]) -> Finding:
-        fid = "process.crash_loop"
         try:
             init = ctx.host.read_text("/proc/1/comm").strip()
         except OSError:

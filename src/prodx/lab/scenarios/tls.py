@@ -15,7 +15,6 @@ import socket
 import ssl
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 from prodx.lab.framework import Needs, Scenario, profile_toml
 from prodx.lab.sandbox import LabError, Sandbox
