@@ -24,7 +24,7 @@ Exit codes: 0 no condition is likely, 1 a condition is likely (P >= 0.5),
 def diagnosing_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """The options every diagnosing command takes (SPEC §3), declared once."""
     options = [
-        click.option("--profile", "profile_path", type=click.Path(dir_okay=False), default="", help="Site profile (TOML): app user, writable paths, logs, services."),
+        click.option("--profile", "profile_path", type=click.Path(dir_okay=False), default="", help="Site profile (TOML): app user, writable paths, logs, services, URLs, dependencies, certificates (see `prodx init`)."),
         click.option("--symptom", "symptoms", multiple=True, metavar="TEXT", help='What people see, in plain words (repeatable): "login silently fails".'),
         click.option("--no-probes", is_flag=True, help="Do not examine the host: reason from symptoms alone."),
         click.option("--as", "as_user", default="", metavar="USER", help="Whose write access to test (default: the profile's user, else www-data)."),
@@ -72,10 +72,13 @@ def space(path: str, as_json: bool, top_n: int, deadline_s: float, mode: str | N
 def diagnose_cmd(as_json: bool, **options: Any) -> None:
     """Examine this host read-only and rank what is wrong with it.
 
-    Probes look at filesystems (space, inodes, root reserve, read-only), the write test as
-    the app's user, ownership of writable paths, deleted files still open, what fills a full
-    disk, and the logs. A Bayesian engine ranks every known condition, names the next test
-    that best separates the leaders, and prints the remedy, safe steps first.
+    Probes examine every organ in about a second: filesystems (space, inodes, root reserve,
+    read-only, what fills them, deleted files still open, a write test as the app's user),
+    logs and the kernel log, memory and OOM kills, CPU, processes and their limits, network
+    and dependencies (PostgreSQL, MySQL, Redis), HTTP endpoints and a login journey, TLS
+    certificates, the clock, and what changed recently. With no profile the running stack is
+    discovered. A Bayesian engine ranks every known condition, names the next test that best
+    separates the leaders, and prints the remedy, safe steps first.
     """
     from prodx.commands import run_diagnose
 
