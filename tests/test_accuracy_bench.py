@@ -1,0 +1,101 @@
+"""The accuracy benchmark's pure parts: scoring, calibration, Brier, cases (no lab run)."""
+
+from __future__ import annotations
+
+import doctest
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+
+
+@pytest.fixture(scope="module")
+def lib():
+    spec = importlib.util.spec_from_file_location("accuracy_lib", BENCH / "accuracy_lib.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["accuracy_lib"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _doc(*ranked: tuple[str, float], none: float = 0.0) -> dict:
+    return {"differential": [{"condition": c, "probability": p} for c, p in ranked], "none_of_the_known": none}
+
+
+def test_accuracy_lib_doctests_pass(lib):
+    failures, _tried = doctest.testmod(lib)
+    assert failures == 0
+
+
+def test_score_accepted_alternate_in_second_place_is_top3_not_top1(lib):
+    row = lib.outcome("lab", "x", "profile", ("log-growth", "disk-full"),
+                      _doc(("inode-exhaustion", 0.5), ("disk-full", 0.3), ("memory-oom", 0.1), none=0.1))
+    assert (row.leader, row.rank, row.top1, row.top3) == ("inode-exhaustion", 2, False, True)
+
+
+def test_score_without_diagnosis_is_unscored_and_left_out_of_accuracy(lib):
+    rows = [lib.outcome("lab", "a", "profile", ("x",), _doc(("x", 0.8), none=0.2), seconds=1.0),
+            lib.outcome("lab", "b", "-", ("y",), None, error="cannot run here: needs root")]
+    summary = lib.summarize(rows)
+    assert (summary.runs, summary.scored, summary.top1, summary.top3) == (2, 1, 1, 1)
+
+
+def test_summary_confident_wrong_leader_is_flagged(lib):
+    rows = [lib.outcome("lab", "a", "profile", ("x",), _doc(("y", 0.93), ("x", 0.05), none=0.02)),
+            lib.outcome("lab", "b", "profile", ("x",), _doc(("y", 0.89), ("x", 0.1), none=0.01))]
+    assert lib.summarize(rows).confident_wrong == ("a (profile)",)
+
+
+def test_calibration_bands_count_right_and_wrong_per_band(lib):
+    rows = [lib.outcome("lab", str(i), "p", ("x",), _doc((lead, p), none=1 - p))
+            for i, (lead, p) in enumerate([("x", 0.3), ("y", 0.4), ("x", 0.55), ("x", 0.75), ("y", 0.8),
+                                           ("x", 0.95), ("x", 1.0)])]
+    bands = lib.calibration(rows)
+    assert [(b.count, b.correct) for b in bands] == [(2, 1), (1, 1), (2, 1), (2, 2)]
+    assert bands[0].accuracy == 0.5 and bands[3].mean_predicted == pytest.approx(0.975)
+
+
+def test_brier_leader_perfectly_sure_and_right_is_zero_and_sure_and_wrong_is_one(lib):
+    right = lib.outcome("lab", "a", "p", ("x",), _doc(("x", 1.0)))
+    wrong = lib.outcome("lab", "b", "p", ("x",), _doc(("y", 1.0)))
+    assert lib.brier_leader([right]) == 0.0
+    assert lib.brier_leader([wrong]) == 1.0
+    assert lib.brier_leader([right, wrong]) == 0.5
+    assert lib.brier_leader([]) is None
+
+
+def test_brier_multiclass_counts_accepted_as_one_class_and_unreported_mass(lib):
+    # x and its accepted alternate hold 0.6; y 0.2, none 0.1; 0.1 is left unreported.
+    row = lib.outcome("lab", "a", "p", ("x", "x2"), _doc(("x", 0.4), ("y", 0.2), ("x2", 0.2), none=0.1))
+    assert lib.brier_multiclass([row]) == pytest.approx(0.4 ** 2 + 0.2 ** 2 + 0.1 ** 2 + 0.1 ** 2)
+
+
+def test_case_with_other_root_cause_scores_only_alternates(lib, tmp_path):
+    (tmp_path / "001-a.yaml").write_text(
+        "id: 001-a\nsymptoms: [CPU at 100 %]\nobservations: [a process named kswapd0]\n"
+        "root_cause: other\nacceptable_alternates: [runaway-process]\n", encoding="utf-8")
+    (tmp_path / "002-b.yaml").write_text("id: 002-b\nsymptoms: [x]\nroot_cause: other\n", encoding="utf-8")
+    first, second = lib.load_cases(tmp_path)
+    assert first.accepted == ("runaway-process",)
+    assert lib.case_argv(first)[-4:] == ["--symptom", "CPU at 100 %", "--symptom", "a process named kswapd0"]
+    row = lib.outcome("case", second.id, "-", second.accepted, _doc(("runaway-process", 0.7), none=0.3))
+    assert (second.accepted, row.top1, row.top3) == ((), False, False)
+
+
+def test_accuracy_cases_only_on_a_small_case_folder_prints_figures_and_json(tmp_path):
+    cases = tmp_path / "cases"
+    cases.mkdir()
+    (cases / "001-full.yaml").write_text(
+        "id: 001-full\nsymptoms: ['write failed: No space left on device']\nroot_cause: disk-full\n"
+        "acceptable_alternates: [log-growth]\ndifficulty: easy\n", encoding="utf-8")
+    out_json = tmp_path / "acc.json"
+    proc = subprocess.run([sys.executable, str(BENCH / "accuracy.py"), "--cases-only", "--cases", str(cases),
+                           "--json", str(out_json)], capture_output=True, text=True, timeout=120, check=True)
+    assert "top-3 accuracy  1/1  100.0 %" in proc.stdout
+    doc = json.loads(out_json.read_text())
+    assert doc["cases"]["rows"][0]["name"] == "001-full" and doc["cases"]["top3"] == 1
