@@ -35,7 +35,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from accuracy_lib import (  # noqa: E402 - the sibling module, found through the path above
+from accuracy_lib import (
     Outcome,
     calibration_lines,
     case_argv,

@@ -124,6 +124,35 @@ def kb_lint(kb_dirs: tuple[str, ...]) -> None:
     raise SystemExit(run_kb_lint(kb_dirs))
 
 
+@kb_group.command("show")
+@click.argument("item_id", metavar="ID")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document (schema prodx.kb-show/1).")
+@click.option("--kb", "kb_dirs", multiple=True, type=click.Path(file_okay=False), metavar="DIR", help="Extra knowledge-base directory.")
+def kb_show(item_id: str, as_json: bool, kb_dirs: tuple[str, ...]) -> None:
+    """Everything the KB knows about a condition or a finding ID.
+
+    A condition: summary, prior, refinement chain, findings with P(f|c) against their leak
+    (most telling first), nearest competitors, what it explains, confirm and rule-out tests,
+    remedy (safe first), what not to do, references. A finding: how it is observed, cost,
+    leak, the conditions that list it, its log signatures.
+    """
+    from prodx.commands import run_kb_show
+
+    raise SystemExit(run_kb_show(item_id, as_json=as_json, kb_dirs=kb_dirs))
+
+
+@kb_group.command("docs")
+@click.option("-o", "--output", "output", default="", metavar="FILE",
+              help="Write the catalogue to FILE (default: print it; with --check: docs/catalogue.md).")
+@click.option("--check", is_flag=True, help="Write nothing; exit 1 with a diff if FILE is not what the KB generates.")
+@click.option("--kb", "kb_dirs", multiple=True, type=click.Path(file_okay=False), metavar="DIR", help="Extra knowledge-base directory.")
+def kb_docs(output: str, check: bool, kb_dirs: tuple[str, ...]) -> None:
+    """Generate the Markdown catalogue of every condition, grouped by organ, with an index."""
+    from prodx.commands import run_kb_docs
+
+    raise SystemExit(run_kb_docs(output, check=check, kb_dirs=kb_dirs))
+
+
 @cli.command("logs")
 @click.argument("files", nargs=-1, type=click.Path(path_type=str))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document (schema prodx.logs/1).")

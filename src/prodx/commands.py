@@ -134,3 +134,66 @@ def run_kb_lint(kb_dirs: tuple[str, ...]) -> int:
         print(issue)
     print(f"{len(issues)} problem(s) in {len(kb.conditions)} conditions, {len(kb.findings)} findings, {len(kb.signatures)} signatures")
     return int(ExitStatus.USAGE_ERROR) if issues else 0
+
+
+def run_kb_show(item_id: str, *, as_json: bool, kb_dirs: tuple[str, ...] = ()) -> int:
+    """``prodx kb show ID``: a condition or a finding explained; exit 2 naming the nearest ids."""
+    import json
+
+    from prodx.kb import docs
+    from prodx.kb.loader import KBError, load_kb
+
+    try:
+        kb = load_kb(kb_dirs)
+    except KBError as exc:
+        return _fail(str(exc), ExitStatus.USAGE_ERROR)
+    if item_id in kb.conditions:
+        view = docs.condition_view(kb, item_id)
+        text = docs.render_condition(view)
+    elif item_id in kb.findings:
+        view = docs.finding_view(kb, item_id)
+        text = docs.render_finding(view)
+    else:
+        near = docs.nearest_ids(kb, item_id)
+        hint = f"; nearest: {', '.join(near)}" if near else "; `prodx kb list` shows the conditions"
+        return _fail(f"no condition or finding {item_id!r}{hint}", ExitStatus.USAGE_ERROR)
+    if as_json:
+        sys.stdout.write(json.dumps({"schema": "prodx.kb-show/1", **view}, indent=2, sort_keys=True) + "\n")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def run_kb_docs(output: str, *, check: bool, kb_dirs: tuple[str, ...] = ()) -> int:
+    """``prodx kb docs``: print or write the catalogue; with ``check`` exit 1 when FILE is stale."""
+    from prodx.kb import docs
+    from prodx.kb.loader import KBError, load_kb
+
+    try:
+        text = docs.catalogue(load_kb(kb_dirs))
+    except KBError as exc:
+        return _fail(str(exc), ExitStatus.USAGE_ERROR)
+    if check:
+        path = output or "docs/catalogue.md"
+        try:
+            with open(path, encoding="utf-8") as fh:
+                current = fh.read()
+        except OSError as exc:
+            return _fail(f"cannot read {path}: {exc.strerror or exc} (run from the repository root, or pass -o FILE)",
+                         ExitStatus.USAGE_ERROR)
+        message = docs.stale_message(text, current, path)
+        if message:
+            print(message, file=sys.stderr)
+            return 1
+        print(f"{path} is up to date")
+        return 0
+    if not output or output == "-":
+        sys.stdout.write(text)
+        return 0
+    try:
+        with open(output, "w", encoding="utf-8") as fh:
+            fh.write(text)
+    except OSError as exc:
+        return _fail(f"cannot write {output}: {exc.strerror or exc}", ExitStatus.USAGE_ERROR)
+    print(f"prodx: wrote {output} ({text.count(chr(10) + '### ')} conditions)", file=sys.stderr)
+    return 0
