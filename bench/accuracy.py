@@ -88,7 +88,7 @@ def run_lab(names: list[str]) -> list[Outcome]:
         scenario = cls()
         unmet = cls.needs.unmet()
         if unmet:
-            out.append(outcome("lab", name, "-", scenario.accepted, None, error="cannot run here: " + "; ".join(unmet)))
+            out.append(outcome("lab", name, "-", scenario.accepted, None, skipped="; ".join(unmet)))
             progress(f"[{i}/{len(selected)}] {name}: skipped ({'; '.join(unmet)})")
             continue
         progress(f"[{i}/{len(selected)}] {name}: staging")
@@ -103,7 +103,8 @@ def run_lab(names: list[str]) -> list[Outcome]:
                     progress(f"[{i}/{len(selected)}] {name} ({variant}): {rows[-1].leader or error} "
                              f"{rows[-1].probability:.2f} in {wall:.2f} s")
         except LabError as exc:
-            rows = [outcome("lab", name, v, scenario.accepted, None, error=f"lab: {exc}") for v, _ in variants]
+            # The lab could not stage the fault here (a step failed): not a verdict on prodx.
+            rows = [outcome("lab", name, v, scenario.accepted, None, skipped=f"lab: {exc}") for v, _ in variants]
         out += rows
     return out
 
@@ -164,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
             s = summarize(rows)
             return {"runs": s.runs, "scored": s.scored, "top1": s.top1, "top3": s.top3,
                     "likely_right": s.likely_right, "median_s": s.median_s,
-                    "confident_wrong": list(s.confident_wrong)}
+                    "confident_wrong": list(s.confident_wrong), "failed": list(s.failed)}
 
         from accuracy_lib import brier_leader, brier_multiclass, calibration
 

@@ -25,7 +25,9 @@ class Outcome:
     """One scored diagnosis: a lab scenario (with or without its profile) or a shared case.
 
     ``accepted`` are the condition ids a fair judge accepts; empty means nothing can score
-    (a case whose cause the KB does not name and that lists no alternates).
+    (a case whose cause the KB does not name and that lists no alternates). ``skipped`` says
+    why a run could not happen here (left out of the figures); ``error`` says why prodx gave
+    no diagnosis (a crash or a bad exit: counted as a miss).
     """
 
     kind: str
@@ -38,13 +40,14 @@ class Outcome:
     rank: int | None = None
     seconds: float | None = None
     error: str = ""
+    skipped: str = ""
     #: Every reported hypothesis with its probability, "none-of-the-known" included.
     probabilities: dict[str, float] = field(default_factory=dict)
 
     @property
     def scored(self) -> bool:
-        """Whether the row counts in the accuracy figures (it ran and gave a diagnosis)."""
-        return not self.error
+        """Whether the row counts in the accuracy figures (it ran; a failed diagnosis is a miss)."""
+        return not self.skipped
 
     @property
     def top1(self) -> bool:
@@ -89,8 +92,11 @@ def score(doc: Mapping[str, Any], accepted: Sequence[str]) -> dict[str, Any]:
 
 
 def outcome(kind: str, name: str, variant: str, accepted: Sequence[str], doc: Mapping[str, Any] | None,
-            *, seconds: float | None = None, error: str = "") -> Outcome:
-    """An Outcome from a diagnosis document (or an error when there is none)."""
+            *, seconds: float | None = None, error: str = "", skipped: str = "") -> Outcome:
+    """An Outcome from a diagnosis document; without one, a miss (``error``) or a run that
+    could not happen here (``skipped``)."""
+    if skipped:
+        return Outcome(kind, name, variant, tuple(accepted), seconds=seconds, skipped=skipped)
     if doc is None:
         return Outcome(kind, name, variant, tuple(accepted), seconds=seconds, error=error or "no diagnosis")
     return Outcome(kind, name, variant, tuple(accepted), seconds=seconds, error=error, **score(doc, accepted))
@@ -183,28 +189,31 @@ class Summary:
     likely_right: int
     median_s: float | None
     confident_wrong: tuple[str, ...]
+    failed: tuple[str, ...] = ()
 
     def pct(self, n: int) -> str:
         return f"{100.0 * n / self.scored:.1f} %" if self.scored else "n/a"
 
 
 def summarize(outcomes: Sequence[Outcome]) -> Summary:
-    """Accuracy over the scored rows, median wall time, the confident errors.
+    """Accuracy over the scored rows, median wall time of the diagnoses, the confident errors.
 
     >>> s = summarize([Outcome("lab", "a", "p", ("x",), "x", 0.8, rank=1, seconds=1.0),
     ...                Outcome("lab", "b", "p", ("x",), "y", 0.95, rank=3, seconds=3.0),
-    ...                Outcome("lab", "c", "p", ("x",), error="cannot run here")])
-    >>> s.scored, s.top1, s.top3, s.likely_right, s.median_s, s.confident_wrong
-    (2, 1, 2, 1, 2.0, ('b (p)',))
+    ...                Outcome("lab", "c", "p", ("x",), skipped="cannot run here"),
+    ...                Outcome("lab", "d", "p", ("x",), error="exit 3", seconds=0.2)])
+    >>> s.scored, s.top1, s.top3, s.likely_right, s.median_s, s.confident_wrong, s.failed
+    (3, 1, 2, 1, 2.0, ('b (p)',), ('d (p)',))
     """
     scored = [o for o in outcomes if o.scored]
-    times = [o.seconds for o in scored if o.seconds is not None]
+    times = [o.seconds for o in scored if o.seconds is not None and not o.error]
     return Summary(
         runs=len(outcomes), scored=len(scored),
         top1=sum(o.top1 for o in scored), top3=sum(o.top3 for o in scored),
         likely_right=sum(o.top1 and o.probability >= LIKELY_P for o in scored),
         median_s=statistics.median(times) if times else None,
         confident_wrong=tuple(f"{o.name} ({o.variant})" for o in scored if o.confident_wrong),
+        failed=tuple(f"{o.name} ({o.variant})" for o in scored if o.error),
     )
 
 
@@ -284,30 +293,35 @@ def outcome_table(outcomes: Sequence[Outcome]) -> str:
     header = ("run", "variant", "ok", "leader", "P", "rank", "time_s", "expected")
     rows = [header]
     for o in outcomes:
-        if o.error:
+        if o.skipped:
             verdict = "skip"
+        elif o.error:
+            verdict = "ERROR"
         elif o.confident_wrong:
             verdict = "WRONG!"
         else:
             verdict = "top1" if o.top1 else "top3" if o.top3 else "miss"
         rows.append((o.name, o.variant, verdict, o.leader or "-",
-                     _fmt_p(o.probability) if not o.error else "",
-                     "" if o.error else str(o.rank) if o.rank else ">" + str(len(o.ranking)),
+                     "" if o.skipped or o.error else _fmt_p(o.probability),
+                     "" if o.skipped or o.error else str(o.rank) if o.rank else ">" + str(len(o.ranking)),
                      "" if o.seconds is None else f"{o.seconds:.2f}",
                      ",".join(o.accepted) or "(nothing scores)"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(header) - 1)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1] for r in rows]
-    lines += [f"  {o.name} ({o.variant}) not scored: {o.error}" for o in outcomes if o.error]
+    lines += [f"  {o.name} ({o.variant}) skipped: {o.skipped}" for o in outcomes if o.skipped]
+    lines += [f"  {o.name} ({o.variant}) no diagnosis (counted as a miss): {o.error}" for o in outcomes if o.error]
     return "\n".join(lines)
 
 
 def summary_lines(title: str, s: Summary, *, timed: bool) -> list[str]:
-    lines = [f"{title}: {s.scored} scored of {s.runs} runs",
+    lines = [f"{title}: {s.scored} scored of {s.runs} runs ({s.runs - s.scored} cannot run here)",
              f"  top-1 accuracy  {s.top1}/{s.scored}  {s.pct(s.top1)}",
              f"  top-3 accuracy  {s.top3}/{s.scored}  {s.pct(s.top3)}",
              f"  led right with P >= {LIKELY_P}  {s.likely_right}/{s.scored}  {s.pct(s.likely_right)}"]
     if timed:
         lines.append("  median time to diagnosis  " + ("n/a" if s.median_s is None else f"{s.median_s:.2f} s"))
+    if s.failed:
+        lines.append(f"  prodx gave no diagnosis (counted as misses): {', '.join(s.failed)}")
     lines.append(f"  wrong leader with P >= {CONFIDENT_WRONG_P}: "
                  + (", ".join(s.confident_wrong) if s.confident_wrong else "none"))
     return lines

@@ -38,11 +38,21 @@ def test_score_accepted_alternate_in_second_place_is_top3_not_top1(lib):
     assert (row.leader, row.rank, row.top1, row.top3) == ("inode-exhaustion", 2, False, True)
 
 
-def test_score_without_diagnosis_is_unscored_and_left_out_of_accuracy(lib):
+def test_summary_scenario_that_cannot_run_here_is_left_out_of_accuracy(lib):
     rows = [lib.outcome("lab", "a", "profile", ("x",), _doc(("x", 0.8), none=0.2), seconds=1.0),
-            lib.outcome("lab", "b", "-", ("y",), None, error="cannot run here: needs root")]
+            lib.outcome("lab", "b", "-", ("y",), None, skipped="needs root")]
     summary = lib.summarize(rows)
     assert (summary.runs, summary.scored, summary.top1, summary.top3) == (2, 1, 1, 1)
+
+
+def test_summary_diagnosis_that_failed_counts_as_a_miss(lib):
+    rows = [lib.outcome("lab", "a", "profile", ("x",), _doc(("x", 0.8), none=0.2), seconds=1.0),
+            lib.outcome("lab", "b", "profile", ("y",), None, seconds=0.3, error="exit 3: internal error")]
+    summary = lib.summarize(rows)
+    assert (summary.scored, summary.top1, summary.top3, summary.failed) == (2, 1, 1, ("b (profile)",))
+    assert "ERROR" in lib.outcome_table(rows)
+    # No diagnosis has no leader: it is a miss, not a confident one, and calibrates at P 0.
+    assert lib.calibration(rows)[0].count == 1 and not rows[1].confident_wrong
 
 
 def test_summary_confident_wrong_leader_is_flagged(lib):
