@@ -129,7 +129,8 @@ class Band:
 
 def calibration(outcomes: Iterable[Outcome]) -> list[Band]:
     """Per probability band of the leader: how many runs, how many led correctly, the mean
-    predicted probability. Unscored rows are left out; an empty band has count 0.
+    predicted probability. Rows without a diagnosis (skipped or failed) predict nothing and are
+    left out; an empty band has count 0.
 
     >>> rows = [Outcome("lab", "a", "", ("x",), "x", 0.95, rank=1),
     ...         Outcome("lab", "b", "", ("x",), "y", 0.92, rank=2),
@@ -139,7 +140,7 @@ def calibration(outcomes: Iterable[Outcome]) -> list[Band]:
     """
     groups: list[list[Outcome]] = [[] for _ in BANDS]
     for o in outcomes:
-        if o.scored:
+        if o.scored and not o.error:
             groups[band_of(o.probability)].append(o)
     return [Band(low, high, len(g), sum(o.top1 for o in g),
                  statistics.fmean(o.probability for o in g) if g else None)
@@ -147,13 +148,14 @@ def calibration(outcomes: Iterable[Outcome]) -> list[Band]:
 
 
 def brier_leader(outcomes: Iterable[Outcome]) -> float | None:
-    """Mean of (leader's probability − 1 if the leader is right else 0)²; None without rows.
+    """Mean of (leader's probability − 1 if the leader is right else 0)² over the runs that gave
+    a diagnosis; None without any.
 
     >>> round(brier_leader([Outcome("lab", "a", "", ("x",), "x", 0.9, rank=1),
     ...                     Outcome("lab", "b", "", ("x",), "y", 0.6, rank=2)]), 3)
     0.185
     """
-    errors = [(o.probability - (1.0 if o.top1 else 0.0)) ** 2 for o in outcomes if o.scored]
+    errors = [(o.probability - (1.0 if o.top1 else 0.0)) ** 2 for o in outcomes if o.scored and not o.error]
     return statistics.fmean(errors) if errors else None
 
 
@@ -171,7 +173,7 @@ def brier_multiclass(outcomes: Iterable[Outcome]) -> float | None:
     """
     scores = []
     for o in outcomes:
-        if not o.scored:
+        if not o.scored or o.error:
             continue
         right = sum(p for cid, p in o.probabilities.items() if cid in o.accepted)
         wrong = [p for cid, p in o.probabilities.items() if cid not in o.accepted]

@@ -51,8 +51,9 @@ def test_summary_diagnosis_that_failed_counts_as_a_miss(lib):
     summary = lib.summarize(rows)
     assert (summary.scored, summary.top1, summary.top3, summary.failed) == (2, 1, 1, ("b (profile)",))
     assert "ERROR" in lib.outcome_table(rows)
-    # No diagnosis has no leader: it is a miss, not a confident one, and calibrates at P 0.
-    assert lib.calibration(rows)[0].count == 1 and not rows[1].confident_wrong
+    # No diagnosis predicts nothing: a miss, not a confident one, and out of the calibration.
+    assert [b.count for b in lib.calibration(rows)] == [0, 0, 1, 0] and not rows[1].confident_wrong
+    assert lib.brier_leader(rows) == pytest.approx(0.04)
 
 
 def test_summary_confident_wrong_leader_is_flagged(lib):
