@@ -21,9 +21,11 @@ from prodx.kb.loader import ConditionDef, KnowledgeBase
 #: Finding-id areas and the organ each belongs to, in the catalogue's order. ``log`` and
 #: ``symptom`` findings point at many organs and decide none.
 ORGANS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("Storage", ("storage",)),
+    ("Storage", ("storage", "netfs")),
     ("Memory and CPU", ("memory", "cpu")),
+    ("Workload and scheduled jobs", ("workload",)),
     ("Processes and limits", ("process",)),
+    ("Security policy (SELinux, AppArmor)", ("mac",)),
     ("Network and dependencies", ("net", "dep")),
     ("Web and HTTP", ("http",)),
     ("Certificates and clock", ("tls", "clock")),
