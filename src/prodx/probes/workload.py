@@ -123,8 +123,9 @@ def cron_runs(tasks: Sequence[Task], daemons: Iterable[str]) -> list[dict[str, A
 
     A cron *run* is the process right below a cron daemon process (real cron forks a child
     ``cron`` per job, which runs ``/bin/sh -c CMD``); processes with the same command line in
-    distinct runs are overlapping instances. Groups are sorted by instances, then a job's own
-    command before the shell that wraps it; empty when no command runs twice.
+    distinct runs are overlapping instances. Groups are sorted by instances, then the job's own
+    command (the shallowest below its run that is not a ``sh -c`` wrapper) first; empty when no
+    command runs twice.
 
     >>> t = [Task(1, 0, "cron", ("/usr/sbin/cron",), 0), Task(10, 1, "cron", ("/usr/sbin/cron",), 60),
     ...      Task(11, 10, "sh", ("/bin/sh", "-c", "/srv/rebuild"), 60), Task(12, 11, "rebuild", ("/srv/rebuild",), 60),
@@ -135,34 +136,34 @@ def cron_runs(tasks: Sequence[Task], daemons: Iterable[str]) -> list[dict[str, A
     """
     names = set(daemons)
     by_pid = {t.pid: t for t in tasks}
-    groups: dict[tuple[str, ...], dict[int, Task]] = {}
+    groups: dict[tuple[str, ...], dict[int, tuple[Task, int]]] = {}
     for t in tasks:
         if t.name in names or not t.cmdline:
             continue
-        run, node, seen = None, t, 0
-        while seen < 64:
+        run, node, depth = None, t, 0
+        while depth < 64:
             parent = by_pid.get(node.ppid)
             if parent is None:
                 break
             if parent.name in names:
                 run = node.pid
                 break
-            node, seen = parent, seen + 1
+            node, depth = parent, depth + 1
         if run is None:
             continue
         members = groups.setdefault(t.cmdline, {})
-        if run not in members or t.create_time < members[run].create_time:
-            members[run] = t
+        if run not in members or t.create_time < members[run][0].create_time:
+            members[run] = (t, depth)
     out = []
     for cmdline, members in groups.items():
         if len(members) < 2:
             continue
-        procs = sorted(members.values(), key=lambda x: (x.create_time, x.pid))
-        argv0 = os.path.basename(cmdline[0])
+        procs = sorted((m[0] for m in members.values()), key=lambda x: (x.create_time, x.pid))
+        wrapper = os.path.basename(cmdline[0]) in _SHELLS and len(cmdline) > 1 and cmdline[1] == "-c"
         out.append({"command": shlex.join(cmdline)[:300], "instances": len(procs), "pids": [p.pid for p in procs],
                     "oldest_start": procs[0].create_time, "newest_start": procs[-1].create_time,
-                    "shell": argv0 in _SHELLS})
-    out.sort(key=lambda g: (-g["instances"], g["shell"], g["oldest_start"], g["command"]))
+                    "wrapper": wrapper, "depth": min(m[1] for m in members.values())})
+    out.sort(key=lambda g: (-g["instances"], g["wrapper"], g["depth"], g["oldest_start"], g["command"]))
     return out
 
 
@@ -281,11 +282,13 @@ class TrafficProbe(Probe):
             return present(fid, f"{up[0]}: {e['recent_requests']:,} requests in the last {RECENT_S // 60} min "
                                 f"({e['recent_rps']:.1f}/s), {times} the {e['baseline_rps']:.2f}/s of the hour before",
                            logs=evidence)
-        if any(v is False for v in verdicts.values()):
-            return absent(fid, f"no access log shows {SURGE_FACTOR:.0f}× the request rate of the hour before in the "
-                               f"last {RECENT_S // 60} min", logs=evidence)
-        return unknown(fid, f"{', '.join(rates)} reach(es) less than {MIN_BASELINE_COVERED_S // 60} min before the "
-                            "last 5 minutes (a new or just rotated log): no baseline to compare with", logs=evidence)
+        short = [p for p, v in verdicts.items() if v is None]
+        if short:
+            return unknown(fid, f"{', '.join(short)}: {SURGE_MIN_REQUESTS}+ requests in the last {RECENT_S // 60} min, but "
+                                f"the log reaches less than {MIN_BASELINE_COVERED_S // 60} min further back (new or just "
+                                "rotated): no baseline to compare with", logs=evidence)
+        return absent(fid, f"no access log shows {SURGE_FACTOR:.0f}× the request rate of the hour before in the "
+                           f"last {RECENT_S // 60} min", logs=evidence)
 
     @staticmethod
     def _connections(ctx: ProbeContext) -> Finding:
