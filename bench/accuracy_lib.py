@@ -43,6 +43,8 @@ class Outcome:
     skipped: str = ""
     #: Every reported hypothesis with its probability, "none-of-the-known" included.
     probabilities: dict[str, float] = field(default_factory=dict)
+    #: The findings the diagnosis saw present (what to look at when it missed).
+    present: tuple[str, ...] = ()
 
     @property
     def scored(self) -> bool:
@@ -87,8 +89,9 @@ def score(doc: Mapping[str, Any], accepted: Sequence[str]) -> dict[str, Any]:
     if doc.get("none_of_the_known") is not None:
         probabilities["none-of-the-known"] = float(doc["none_of_the_known"])
     lead = diff[0] if diff else {}
+    present = tuple(sorted(f["id"] for f in doc.get("findings") or () if f.get("state") == "present"))
     return {"leader": str(lead.get("condition", "")), "probability": float(lead.get("probability", 0.0)),
-            "ranking": ranking, "rank": rank, "probabilities": probabilities}
+            "ranking": ranking, "rank": rank, "probabilities": probabilities, "present": present}
 
 
 def outcome(kind: str, name: str, variant: str, accepted: Sequence[str], doc: Mapping[str, Any] | None,
@@ -312,6 +315,9 @@ def outcome_table(outcomes: Sequence[Outcome]) -> str:
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)) + "  " + r[-1] for r in rows]
     lines += [f"  {o.name} ({o.variant}) skipped: {o.skipped}" for o in outcomes if o.skipped]
     lines += [f"  {o.name} ({o.variant}) no diagnosis (counted as a miss): {o.error}" for o in outcomes if o.error]
+    lines += [f"  {o.name} ({o.variant}) led by {o.leader}, then {', '.join(o.ranking[1:3])}; present: "
+              + (", ".join(o.present) or "nothing")
+              for o in outcomes if not o.skipped and not o.error and not o.top1]
     return "\n".join(lines)
 
 

@@ -33,9 +33,12 @@ def test_accuracy_lib_doctests_pass(lib):
 
 
 def test_score_accepted_alternate_in_second_place_is_top3_not_top1(lib):
-    row = lib.outcome("lab", "x", "profile", ("log-growth", "disk-full"),
-                      _doc(("inode-exhaustion", 0.5), ("disk-full", 0.3), ("memory-oom", 0.1), none=0.1))
+    doc = _doc(("inode-exhaustion", 0.5), ("disk-full", 0.3), ("memory-oom", 0.1), none=0.1)
+    doc["findings"] = [{"id": "storage.inodes_exhausted", "state": "present"}, {"id": "storage.full", "state": "absent"}]
+    row = lib.outcome("lab", "x", "profile", ("log-growth", "disk-full"), doc)
     assert (row.leader, row.rank, row.top1, row.top3) == ("inode-exhaustion", 2, False, True)
+    assert "x (profile) led by inode-exhaustion, then disk-full, memory-oom; present: storage.inodes_exhausted" \
+        in lib.outcome_table([row])
 
 
 def test_summary_scenario_that_cannot_run_here_is_left_out_of_accuracy(lib):
