@@ -66,3 +66,144 @@ def test_symptom_unmatched_text_is_reported_back_with_nearest(kb):
 def test_symptom_unmatched_clause_beside_a_matched_one_is_reported(kb):
     _, unmatched = _states(kb, "login silently fails and the office printer smells of burnt toast")
     assert any("printer" in u.text for u in unmatched)
+
+
+# --- what a phrase list cannot say: errno, HTTP codes, quantities, time words, quotes ---------
+
+
+@pytest.mark.parametrize(
+    ("text", "fid"),
+    [
+        ("mysqld: Can't read dir of '/tmp/' (Errcode: 13)", "symptom.permission_error"),
+        ("connect() to 127.0.0.1:9000 failed (111: Connection refused)", "symptom.connection_refused"),
+        ("Got error 28 from storage engine", "symptom.no_space_error"),
+        ("write() returned EROFS", "symptom.readonly_error"),
+        ("hitch: {backend-connect}: EADDRNOTAVAIL", "symptom.addr_not_avail"),
+        ("OSError: [Errno 24] while opening the socket", "symptom.too_many_open_files"),
+    ],
+)
+def test_symptom_errno_number_or_name_maps_to_its_strerror_symptom(kb, text, fid):
+    states, _ = _states(kb, text)
+    assert states.get(fid) is FindingState.PRESENT
+
+
+@pytest.mark.parametrize(
+    ("text", "specific"),
+    [
+        ("every client request gets HTTP 502", "symptom.http_502"),
+        ("the forum answers 502 Bad Gateway", "symptom.http_502"),
+        ("upstream timed out, users see 504", "symptom.http_504"),
+        ("register page returns 503", "symptom.http_503"),
+        ("nearly every page returns HTTP 500", "symptom.http_500"),
+    ],
+)
+def test_symptom_http_code_maps_to_its_own_and_to_5xx(kb, text, specific):
+    states, _ = _states(kb, text)
+    assert states.get(specific) is FindingState.PRESENT
+    assert states.get("symptom.http_5xx") is FindingState.PRESENT
+
+
+@pytest.mark.parametrize("text", ["Per-user limit on the server: 512 processes", "ulimit -n is 500,000", "it took 503 ms"])
+def test_symptom_number_with_a_unit_is_not_an_http_code(kb, text):
+    states, _ = _states(kb, text)
+    assert "symptom.http_5xx" not in states
+
+
+@pytest.mark.parametrize(
+    ("text", "fid", "state"),
+    [
+        ("uptime: load average 86.68, 45.05, 22.64", "symptom.high_load", FindingState.PRESENT),
+        ("load went from 0.2 to 22", "symptom.high_load", FindingState.PRESENT),
+        ("top shows 100% CPU", "symptom.cpu_high", FindingState.PRESENT),
+        ("user CPU under 10%", "symptom.cpu_high", FindingState.ABSENT),
+        ("I/O wait 93.6%", "symptom.disk_io_high", FindingState.PRESENT),
+        ("RAM at only about 50%", "symptom.memory_high", FindingState.ABSENT),
+        ("20 GB of 32 GB RAM in use", "symptom.memory_high", FindingState.ABSENT),
+        ("memory at 97%", "symptom.memory_high", FindingState.PRESENT),
+        ("df -ih: 1.6M inodes, 1.6M used, 8 free (100%)", "symptom.inodes_full", FindingState.PRESENT),
+        ("/var has 0 bytes free", "symptom.no_space_error", FindingState.PRESENT),
+    ],
+)
+def test_symptom_quantity_maps_to_what_it_means(kb, text, fid, state):
+    states, _ = _states(kb, text)
+    assert states.get(fid) is state
+
+
+def test_symptom_small_load_is_not_high_load(kb):
+    states, _ = _states(kb, "load average 0.4, 0.3, 0.2")
+    assert "symptom.high_load" not in states
+
+
+@pytest.mark.parametrize(
+    ("text", "fid"),
+    [
+        ("broken since the deploy on Friday", "symptom.after_deploy"),
+        ("500s ever since we ran composer update", "symptom.after_upgrade"),
+        ("It started following the PHP upgrade", "symptom.after_upgrade"),
+        ("replication fails after moving tmpdir to a bigger volume", "symptom.after_config_change"),
+        ("the maintainer had just pushed a small fix", "symptom.after_deploy"),
+    ],
+)
+def test_symptom_time_words_map_to_the_change_they_name(kb, text, fid):
+    states, _ = _states(kb, text)
+    assert states.get(fid) is FindingState.PRESENT
+
+
+def test_symptom_quoted_message_with_a_comma_matches_whole(kb):
+    states, _ = _states(kb, 'the footer shows "Warning: open(/var/lib/php/sess_x, O_RDWR) failed: Read-only file system (30)"')
+    assert states.get("symptom.readonly_error") is FindingState.PRESENT
+
+
+@pytest.mark.parametrize(
+    ("text", "fid"),
+    [
+        ("every command prints -bash: fork: retry: Resource temporarily unavailable", "symptom.fork_failed"),
+        ("nginx: accept4() failed (24: Too many open files)", "symptom.too_many_open_files"),
+        ("kernel: nf_conntrack: table full, dropping packet", "symptom.packets_dropped"),
+        ("curl: (6) Could not resolve host: api.example.com", "symptom.dns_error"),
+        ("SQLSTATE[08004] [1040] Too many connections", "symptom.db_too_many_connections"),
+        ("kernel: mysqld invoked oom-killer", "symptom.oom"),
+        ("kernel: sd 1:0:0:0: [sdc] Unhandled error code", "symptom.io_error"),
+        ("nginx: [emerg] unknown directive \"proxy_passs\"", "symptom.config_syntax"),
+        ("Your Composer dependencies require a PHP version >= 8.1", "symptom.code_error"),
+        ("WARNING: [pool www] server reached pm.max_children setting (5)", "symptom.worker_limit"),
+        ("The VM is inaccessible; SSH cannot connect", "symptom.host_unresponsive"),
+        ("Postgres won't start: bind() failed: Address already in use", "symptom.address_in_use"),
+        ("clients get an empty reply from server", "symptom.connection_reset"),
+        ("it works as root but not as www-data", "symptom.root_only_works"),
+        ("Failed to write session data (files)", "symptom.session_write_error"),
+    ],
+)
+def test_symptom_common_error_string_of_an_organ_maps(kb, text, fid):
+    states, _ = _states(kb, text)
+    assert states.get(fid) is FindingState.PRESENT
+
+
+def test_symptom_denial_after_the_phrase_makes_it_absent(kb):
+    states, _ = _states(kb, "only 20 GB of 32 GB used, so heavy swapping makes no sense")
+    assert states.get("symptom.swapping") is FindingState.ABSENT
+
+
+def test_symptom_later_clause_overrides_an_earlier_one(kb):
+    states, _ = _states(kb, "we had DDoS attempts before, but there was no burst of connections this time")
+    assert states.get("symptom.traffic_spike") is FindingState.ABSENT
+
+
+@pytest.mark.parametrize(
+    ("text", "fid"),
+    [
+        ("From about 03:38 nearly every page returns HTTP 500", "symptom.getting_worse"),
+        ("the database and the caching service crashed", "symptom.intermittent"),
+        ("The site had DDoS attempts, no burst of external connections this time", "symptom.connection_timeout"),
+    ],
+)
+def test_symptom_look_alike_words_do_not_map(kb, text, fid):
+    states, _ = _states(kb, text)
+    assert fid not in states
+
+
+def test_symptom_some_is_a_meaningful_word_not_a_stopword(kb):
+    some, _ = _states(kb, "some clients fail")
+    every, _ = _states(kb, "every client request fails")
+    assert some.get("symptom.intermittent") is FindingState.PRESENT
+    assert "symptom.intermittent" not in every

@@ -1,33 +1,98 @@
 """Plain words to ``symptom.*`` findings, through the phrases in the finding catalogue.
 
-Each text is split into clauses ("login fails; register gives 503 and logs stopped").
-A clause maps to a symptom when one of its phrases matches exactly, or fuzzily: every
-content word of the phrase appears in the clause, allowing inflections ("logins" for
-"login", "working" for "work") and small typos. A negation phrase of the catalogue ("no
-errors in the log"), or a negator just before the match ("not", "no", "never"), makes the
-symptom absent. HTTP status codes 5xx map to ``symptom.http_5xx``. Text that maps to
-nothing is returned with the nearest known symptoms, never dropped.
+A text is cut into sentences (";", ". ", a new line) and each sentence into clauses
+(", ", "and", "but", "then", "while"). A sentence maps to a symptom when one of the
+catalogue's phrases appears in it word by word, in order and close together; a clause maps
+when every content word of a phrase appears in it in any order, allowing inflections
+("logins" for "login", "rebooting" for "reboot") and small typos. Quoted messages
+(``"..."``, ``'...'``) are also matched whole, so a phrase with a comma in it still matches.
+
+Before matching, the matcher rewrites what a phrase list cannot say into the plain words the
+catalogue uses, and matches those too:
+
+- errno numbers and names (``errno 28``, ``Errcode: 13``, ``(111: Connection refused)``,
+  ``[Errno 13]``, ``EADDRNOTAVAIL``) become the kernel's strerror text;
+- HTTP status codes (``HTTP 502``, ``returns 503``) become ``http 502`` and ``http 5xx``,
+  unless a unit follows the number ("512 processes", "500,000");
+- quantities become what they mean: ``load average 22.6`` is "high load", ``100% CPU`` is
+  "high cpu" and ``CPU under 10%`` is "low cpu", ``I/O wait 93.6%`` is "high iowait",
+  ``RAM at only 50%`` or ``20 GB of 32 GB RAM`` is "memory not full", ``0 bytes free`` is
+  "disk full", inodes at 100 % are "out of inodes";
+- time words (``since the deploy``, ``ever since upgrading``, ``following the config
+  change``) become ``after ...``, so one catalogue phrase ("after deploy") covers them.
+
+A negation phrase of the catalogue ("no errors in the log"), or a negator just before or
+inside a match ("not", "no", "never"), makes the symptom absent. When one text says a
+symptom both ways ("DDoS attempts before, but no burst this time"), the later clause wins.
+Text that maps to nothing is returned with the nearest known symptoms, never dropped.
 """
 
 from __future__ import annotations
 
+import errno
+import os
 import re
 from dataclasses import dataclass
 from difflib import SequenceMatcher
+from functools import lru_cache
 
 from prodx.kb.loader import FindingDef, KnowledgeBase
 from prodx.model import Finding, FindingState
 
+# "some", "all", "again" and "still" are kept: "some clients fail" is not "clients fail".
 _STOPWORDS = frozenset(
     "a an the is are was were be been it its this that to of in on at for from by with and or "
-    "but our my we i us our they them their some any all just again still also very".split()
+    "but our my we i us our they them their any just also very".split()
 )
-_NEGATORS = frozenset("no not never nothing without none cannot isn't doesn't didn't don't won't wasn't aren't".split())
+_NEGATORS = frozenset(
+    "no not never nothing without none cannot isn't doesn't didn't don't won't wasn't aren't".split()
+)
 # "can't"/"cannot" usually describe the failure itself ("can't log in"), not its absence.
 _FAILURE_NEGATORS = frozenset({"cannot", "can't", "couldn't", "unable"})
-_HTTP_5XX = re.compile(r"\b5\d\d\b")
-_SPLIT = re.compile(r"[;\n]|,\s+|\.\s+|\s+(?:and|but|then|while)\s+")
-_WORD = re.compile(r"[a-z0-9][a-z0-9'/_-]*")
+#: Said after a symptom, these deny it ("swapping makes no sense", "DNS is not the problem").
+_POST_NEGATIONS = ("makes no sense", "not the problem", "not the cause", "not the issue", "ruled out", "is fine", "looks fine", "looks normal", "is normal")
+_SUFFIXES = ("ations", "ation", "ings", "ing", "ions", "ion", "ments", "ment", "edly", "ed", "es", "ly", "ers", "er", "s")
+_SENTENCE = re.compile(r"[;\n]|\.\s+|\.$|(?<=[a-z])\.(?=[A-Z])")
+_CLAUSE = re.compile(r",\s+|\s+(?:and|but|then|while|although|though|whereas)\s+")
+_WORD = re.compile(r"[a-z0-9][a-z0-9'/_.+=-]*[a-z0-9']|[a-z0-9]")
+_QUOTED = re.compile(r"\"([^\"]{4,})\"|(?:^|(?<=[\s:(\[]))'([^']{4,}?)'(?=[\s.,;:)\]]|$)")
+#: Words that may sit inside a phrase's span without breaking an in-order match.
+_SPAN_SLACK = 3
+
+_ERRNO_NUMBER = re.compile(
+    r"\b(?:errno|errcode|error code|os error|error)\s*[:=#]?\s*-?(\d{1,3})\b(?![.,]\d)"
+    r"|\((\d{1,3}):\s"
+    r"|\[errno (\d{1,3})\]",
+    re.IGNORECASE,
+)
+_ERRNO_NAME = re.compile(r"\bE[A-Z0-9]{2,14}\b")
+_HTTP_CODE = re.compile(r"(?<![\d.,:/-])\b([45]\d\d)\b(?![.,:/]\d)(?!\s*%)")
+#: A number followed by one of these is a quantity, not an HTTP status.
+_UNITS = frozenset(
+    "processes process threads users clients connections requests ms s sec seconds minutes "
+    "hours days mb gb kb tb mib gib kib bytes files inodes hits rps req lines rows items "
+    "packages jobs workers servers sockets ports errors times".split()
+)
+_LOAD = re.compile(r"\bload(?:\s+average)?s?\b([^;]{0,60})", re.IGNORECASE)
+_NUMBER = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)(?![\w.]*[:/])")
+_PERCENT = re.compile(r"(\d+(?:\.\d+)?)\s*%")
+_OF_TOTAL = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgt])i?b?\s+(?:of|out of|/)\s+(\d+(?:\.\d+)?)\s*([kmgt])i?b?\b", re.IGNORECASE)
+_ZERO_FREE = re.compile(r"(?<![\d.])0(?:\.0+)?\s*(?:[kmgt]i?b?|bytes?|b)?\s+(?:free|available|avail|left)\b", re.IGNORECASE)
+_TIME_ANCHOR = re.compile(
+    r"\b(?:ever since|right after|soon after|shortly after|just after|since|after|following)\s+"
+    r"((?:[\w'./-]+\s+){0,5}[\w'./-]+)",
+    re.IGNORECASE,
+)
+#: What a percentage or an amount measures, by the words near it.
+_SUBJECTS = {
+    "cpu": "cpu", "us": "cpu", "user": "cpu", "sy": "cpu",
+    "iowait": "io", "wait": "io", "wa": "io",
+    "memory": "mem", "ram": "mem", "mem": "mem",
+    "swap": "swap",
+    "inode": "inode", "inodes": "inode", "iuse": "inode", "-i": "inode", "-ih": "inode",
+    "disk": "disk", "used": "disk", "full": "disk", "filesystem": "disk", "partition": "disk", "df": "disk",
+}
+_UNIT_FACTOR = {"k": 1, "m": 2, "g": 3, "t": 4}
 
 
 @dataclass(frozen=True)
@@ -39,25 +104,61 @@ class Unmatched:
 
 
 def _words(text: str) -> list[str]:
-    return _WORD.findall(text.lower())
+    """Lower-cased words; hyphenated and slashed words also give their parts.
+
+    >>> _words("Per-user limit: 512 processes; I/O error")
+    ['per-user', 'per', 'user', 'limit', '512', 'processes', 'i/o', 'i', 'o', 'error']
+    """
+    out: list[str] = []
+    for w in _WORD.findall(text.lower()):
+        out.append(w)
+        parts = [p for p in re.split(r"[-/]", w) if p]
+        if len(parts) > 1:
+            out.extend(parts)
+    return out
 
 
 def _content(words: list[str]) -> list[str]:
     return [w for w in words if w not in _STOPWORDS]
 
 
+@lru_cache(maxsize=50_000)
+def _stem(word: str) -> str:
+    """A crude stem: common English suffixes, a final "e" and a doubled consonant removed.
+
+    >>> [_stem(w) for w in ("restarting", "stopped", "processes", "process", "writes", "died", "deployment")]
+    ['restart', 'stop', 'process', 'process', 'writ', 'di', 'deploy']
+    """
+    for suffix in _SUFFIXES:
+        if word.endswith(suffix) and len(word) - len(suffix) >= 2 and not (suffix == "s" and word.endswith("ss")):
+            word = word[: -len(suffix)]
+            break
+    if len(word) > 3 and word[-1] == word[-2] and word[-1] not in "aeiousl":
+        word = word[:-1]  # stopp-ed, runn-ing
+    return word[:-1] if len(word) > 3 and word.endswith("e") else word
+
+
+@lru_cache(maxsize=200_000)
 def _same_word(a: str, b: str) -> bool:
+    """Equal, the same stem (login/logins, kill/killed, write/writing), or a small typo.
+
+    >>> _same_word("killing", "killed"), _same_word("time", "timeout"), _same_word("nearly", "linearly")
+    (True, False, False)
+    """
     if a == b:
         return True
-    short, long_ = sorted((a, b), key=len)
-    if len(short) >= 4 and long_.startswith(short[: max(4, len(short) - 1)]):
-        return True  # login/logins, work/working, write/writing
-    return len(short) >= 5 and SequenceMatcher(None, a, b).ratio() >= 0.85
+    if len(a) < 3 or len(b) < 3 or a[0] != b[0] or not (a[0].isalpha() and b[0].isalpha()):
+        return False
+    if _stem(a) == _stem(b):
+        return True
+    if min(len(a), len(b)) < 6 or abs(len(a) - len(b)) > 1:
+        return False
+    return SequenceMatcher(None, a, b).ratio() >= 0.85
 
 
-def _match_at(phrase_words: list[str], clause_words: list[str]) -> tuple[int, int] | None:
+def _match_loose(phrase_words: list[str], clause_words: list[str]) -> tuple[int, int] | None:
     """First and last clause index of the matched words if every content word of the
-    phrase is present; None otherwise."""
+    phrase is present, in any order; None otherwise."""
     wanted = _content(phrase_words) or phrase_words
     positions = []
     for w in wanted:
@@ -66,6 +167,31 @@ def _match_at(phrase_words: list[str], clause_words: list[str]) -> tuple[int, in
             return None
         positions.append(hit)
     return min(positions), max(positions)
+
+
+def _match_tight(phrase_words: list[str], words: list[str]) -> tuple[int, int] | None:
+    """The span where the phrase's content words appear in order with little in between.
+
+    >>> _match_tight(["disk", "quota", "exceeded"], "write failed: disk quota was exceeded".split())
+    (2, 5)
+    >>> _match_tight(["disk", "full"], "the disk of the backup server was never full".split()) is None
+    True
+    """
+    wanted = _content(phrase_words) or phrase_words
+    for start, w in enumerate(words):
+        if not _same_word(wanted[0], w):
+            continue
+        pos, ok = start, True
+        for nxt in wanted[1:]:
+            limit = min(len(words), pos + 2 + _SPAN_SLACK)
+            hit = next((i for i in range(pos + 1, limit) if _same_word(nxt, words[i])), None)
+            if hit is None:
+                ok = False
+                break
+            pos = hit
+        if ok:
+            return start, pos
+    return None
 
 
 def _score(phrase_words: list[str], clause_words: list[str]) -> float:
@@ -79,34 +205,237 @@ def _negated(clause_words: list[str], span: tuple[int, int], phrase_words: list[
         return False  # the phrase carries its own negation ("login does not work")
     first, last = span
     window = clause_words[max(0, first - 3) : last]
-    return any(w in _NEGATORS and w not in _FAILURE_NEGATORS for w in window)
+    if any(w in _NEGATORS and w not in _FAILURE_NEGATORS for w in window):
+        return True
+    after = " ".join(clause_words[last + 1 : last + 7])
+    return any(neg in after for neg in _POST_NEGATIONS)
+
+
+# --- rewriting what phrases cannot say ----------------------------------------------------------
+
+
+def errno_texts(text: str) -> list[str]:
+    """The strerror text (lower case) of every errno a text names by number or by name.
+
+    >>> errno_texts("mysqld: Can't read dir of '/tmp/' (Errcode: 13 - Permission denied)")
+    ['permission denied']
+    >>> errno_texts("connect() to 127.0.0.1:9000 failed (111: Connection refused)")
+    ['connection refused']
+    >>> errno_texts("write failed: ENOSPC")
+    ['no space left on device']
+    >>> errno_texts("HTTP error 503")
+    []
+    """
+    out: list[str] = []
+    for m in _ERRNO_NUMBER.finditer(text):
+        num = int(next(g for g in m.groups() if g))
+        if num in errno.errorcode and num > 0:
+            out.append(os.strerror(num).lower())
+    for m in _ERRNO_NAME.finditer(text):
+        num = getattr(errno, m.group(0), None)
+        if isinstance(num, int) and errno.errorcode.get(num) == m.group(0):
+            out.append(os.strerror(num).lower())
+    return list(dict.fromkeys(out))
+
+
+def http_codes(text: str) -> list[str]:
+    """``http NNN`` and ``http 4xx``/``http 5xx`` for every HTTP status a text names; a
+    negator just before the code gives ``no http NNN``.
+
+    >>> http_codes("every client request gets HTTP 502")
+    ['http 502', 'http 5xx']
+    >>> http_codes("Per-user limit on the server: 512 processes, ulimit 500,000")
+    []
+    >>> http_codes("no 504 since the fix")
+    ['no http 504', 'no http 5xx']
+    """
+    out: list[str] = []
+    for m in _HTTP_CODE.finditer(text):
+        after = _words(text[m.end() : m.end() + 16])
+        if after and after[0] in _UNITS:
+            continue
+        before = _words(text[max(0, m.start() - 24) : m.start()])[-3:]
+        neg = "no " if any(w in _NEGATORS and w not in _FAILURE_NEGATORS for w in before) else ""
+        code = m.group(1)
+        out += [f"{neg}http {code}", f"{neg}http {code[0]}xx"]
+    return list(dict.fromkeys(out))
+
+
+def _subject(words: list[str], at: int) -> str:
+    """The measured thing nearest to word index ``at`` (the words before count first)."""
+    best: tuple[int, str] | None = None
+    for i, w in enumerate(words):
+        key = _SUBJECTS.get(w.rstrip("%:"))
+        if key is None:
+            continue
+        dist = (at - i) if i <= at else (i - at) + 1
+        if best is None or dist < best[0]:
+            best = (dist, key)
+    return best[1] if best and best[0] <= 8 else ""
+
+
+def quantities(sentence: str) -> list[str]:
+    """Plain words for the quantities a sentence states: load, CPU, iowait, memory, swap,
+    disk and inode use.
+
+    >>> quantities("top: load average 0.23 -> 22.59; user CPU under 10%; I/O wait 93.6%")
+    ['high load', 'low cpu', 'high iowait']
+    >>> quantities("a process keeps 4 threads at 100% CPU")
+    ['high cpu']
+    >>> quantities("Only about 20 GB of 32 GB RAM is in use")
+    ['memory not full']
+    >>> quantities("df -ih: /dev/sda2 has 1.6M inodes, 1.6M used, 8 free (100%)")
+    ['out of inodes']
+    >>> quantities("/ has 0 bytes free")
+    ['disk full']
+    """
+    out: list[str] = []
+    lowered = sentence.lower()
+    for m in _LOAD.finditer(lowered):
+        numbers = [float(n) for n in _NUMBER.findall(m.group(1).split("%")[0])]
+        if numbers and max(numbers) >= 5:
+            out.append("high load")
+    words = lowered.replace("%", "% ").split()
+    for i, w in enumerate(words):
+        pm = _PERCENT.fullmatch(w.strip("(),;:~"))
+        if not pm:
+            continue
+        value = float(pm.group(1))
+        stripped = [x.strip("(),;:~") for x in words]
+        subject = _subject(stripped, i)
+        if subject == "disk" and any(_SUBJECTS.get(x) == "inode" for x in stripped):
+            subject = "inode"  # "1.6M inodes, 1.6M used, 8 free (100%)": df -i's use
+        out += _judge(subject, value, " ".join(words[max(0, i - 4) : i + 3]))
+    for m in _OF_TOTAL.finditer(sentence):
+        part = float(m.group(1)) * 1024 ** _UNIT_FACTOR[m.group(2).lower()]
+        whole = float(m.group(3)) * 1024 ** _UNIT_FACTOR[m.group(4).lower()]
+        if whole > 0:
+            tail = lowered[m.start() : m.end() + 30].split()
+            subject = _subject(tail + lowered[: m.start()].split()[-4:], 0)
+            out += _judge(subject, 100 * part / whole, "")
+    for m in _ZERO_FREE.finditer(sentence):
+        near = lowered[max(0, m.start() - 60) : m.end() + 20].split()
+        out.append("out of inodes" if any(_SUBJECTS.get(w.strip("(),:")) == "inode" for w in near) else "disk full")
+    return list(dict.fromkeys(out))
+
+
+def _judge(subject: str, pct: float, context: str) -> list[str]:
+    """What a percentage of ``subject`` means; ``context`` holds the words around it."""
+    low_words = any(w in context for w in ("under", "below", "only", "less than"))
+    if subject == "cpu":
+        return ["high cpu"] if pct >= 90 and not low_words else ["low cpu"] if pct <= 30 else []
+    if subject == "io":
+        return ["high iowait"] if pct >= 20 else ["low iowait"] if pct <= 5 else []
+    if subject == "mem":
+        return ["memory full"] if pct >= 90 else ["memory not full"] if pct <= 70 else []
+    if subject == "swap":
+        return ["heavy swapping"] if pct >= 50 else []
+    if subject == "inode":
+        return ["out of inodes"] if pct >= 98 else []
+    if subject == "disk":
+        return ["disk full"] if pct >= 98 else []
+    return []
+
+
+def time_anchors(text: str) -> list[str]:
+    """``after ...`` for every "since/after/following X" in a text, with X's content words.
+
+    >>> time_anchors("Broken ever since we ran composer update on Friday")
+    ['after ran composer update friday']
+    >>> time_anchors("It started following the PHP upgrade")
+    ['after php upgrade']
+    """
+    out = []
+    for m in _TIME_ANCHOR.finditer(text):
+        content = [w for w in _words(m.group(1)) if w not in _STOPWORDS and "-" not in w and "/" not in w]
+        if content:
+            out.append("after " + " ".join(content))
+    return out
+
+
+def quoted(text: str) -> list[str]:
+    """Messages quoted in a text.
+
+    >>> quoted('syslog shows "Cannot assign requested address, retrying" again')
+    ['Cannot assign requested address, retrying']
+    >>> quoted("It can't be the slave's dir")
+    []
+    """
+    return [a or b for a, b in _QUOTED.findall(text)]
+
+
+# --- matching -----------------------------------------------------------------------------------
 
 
 def _symptom_defs(kb: KnowledgeBase) -> list[FindingDef]:
     return [f for f in kb.findings.values() if f.is_symptom]
 
 
-def _match_clause(clause: str, defs: list[FindingDef]) -> dict[str, FindingState]:
-    words = _words(clause)
+@dataclass(frozen=True)
+class _Phrases:
+    """A symptom's phrases and negations, already split into words."""
+
+    fid: str
+    phrases: tuple[tuple[str, ...], ...]
+    negations: tuple[tuple[str, ...], ...]
+
+
+def _compile(defs: list[FindingDef]) -> list[_Phrases]:
+    return [
+        _Phrases(
+            d.id,
+            tuple(tuple(_words(p)) for p in d.phrases if _words(p)),
+            tuple(tuple(_words(n)) for n in d.negations if _words(n)),
+        )
+        for d in defs
+    ]
+
+
+def _negation_hit(neg: tuple[str, ...], words: list[str], loose: bool) -> bool:
+    if " ".join(neg) in " ".join(words):
+        return True
+    if (_match_loose if loose else _match_tight)(list(neg), words) is None:
+        return False
+    # A negation phrase that says "no"/"not" only counts where the text says it too.
+    return not any(w in _NEGATORS for w in neg) or any(w in _NEGATORS for w in words)
+
+
+def _match_words(words: list[str], compiled: list[_Phrases], loose: bool) -> dict[str, FindingState]:
     found: dict[str, FindingState] = {}
-    lowered = " ".join(words)
-    for fdef in defs:
-        for neg in fdef.negations:
-            if " ".join(_words(neg)) in lowered or _match_at(_words(neg), words) is not None and _score(_words(neg), words) == 1.0 and any(w in _NEGATORS for w in words):
-                found[fdef.id] = FindingState.ABSENT
-                break
-        if fdef.id in found:
+    for sym in compiled:
+        if any(_negation_hit(neg, words, loose) for neg in sym.negations):
+            found[sym.fid] = FindingState.ABSENT
             continue
-        for phrase in fdef.phrases:
-            pwords = _words(phrase)
-            span = _match_at(pwords, words)
+        for pwords in sym.phrases:
+            span = (_match_loose if loose else _match_tight)(list(pwords), words)
             if span is not None:
-                negated = _negated(words, span, pwords)
-                found[fdef.id] = FindingState.ABSENT if negated else FindingState.PRESENT
+                negated = _negated(words, span, list(pwords))
+                found[sym.fid] = FindingState.ABSENT if negated else FindingState.PRESENT
                 break
-    if _HTTP_5XX.search(clause) and "symptom.http_5xx" not in found:
-        found["symptom.http_5xx"] = FindingState.PRESENT
     return found
+
+
+def _sentences(text: str) -> list[str]:
+    return [s.strip() for s in _SENTENCE.split(text) if s and s.strip()]
+
+
+def _match_text(text: str, compiled: list[_Phrases]) -> tuple[dict[str, FindingState], list[str]]:
+    """Every symptom one text names (later clauses win), and its clauses that named none."""
+    found: dict[str, FindingState] = {}
+    leftovers: list[str] = []
+    for sentence in _sentences(text):
+        sentence_hits = _match_words(_words(sentence), compiled, loose=False)
+        extra = [*quoted(sentence), *errno_texts(sentence), *http_codes(sentence), *quantities(sentence), *time_anchors(sentence)]
+        for piece in extra:
+            sentence_hits.update(_match_words(_words(piece), compiled, loose=True))
+        found.update(sentence_hits)
+        clauses = [c.strip() for c in _CLAUSE.split(sentence) if c and c.strip()]
+        for clause in clauses:
+            hits = _match_words(_words(clause), compiled, loose=True)
+            if not hits and not (len(clauses) == 1 and sentence_hits):
+                leftovers.append(clause)
+            found.update(hits)
+    return found, leftovers
 
 
 def nearest(text: str, kb: KnowledgeBase, limit: int = 3) -> tuple[str, ...]:
@@ -121,24 +450,21 @@ def nearest(text: str, kb: KnowledgeBase, limit: int = 3) -> tuple[str, ...]:
 
 
 def match_symptoms(texts: list[str], kb: KnowledgeBase) -> tuple[list[Finding], list[Unmatched]]:
-    """Findings for every symptom the texts name, and the texts (or clauses) that named none."""
-    defs = _symptom_defs(kb)
+    """Findings for every symptom the texts name, and the texts (or clauses) that named none.
+
+    An empty list of findings means no text named a known symptom; each such text is then in
+    the unmatched list with its nearest symptoms.
+    """
+    compiled = _compile(_symptom_defs(kb))
     states: dict[str, tuple[FindingState, str]] = {}
     unmatched: list[Unmatched] = []
     for text in texts:
-        clauses = [c.strip() for c in _SPLIT.split(text) if c and c.strip()]
-        matched_any = False
-        leftovers = []
-        for clause in clauses:
-            found = _match_clause(clause, defs)
-            if not found:
-                leftovers.append(clause)
-            for fid, state in found.items():
-                matched_any = True
-                states.setdefault(fid, (state, text))
-        if not matched_any:
+        found, leftovers = _match_text(text, compiled)
+        for fid, state in found.items():
+            states[fid] = (state, text)
+        if not found:
             unmatched.append(Unmatched(text, nearest(text, kb)))
-        elif leftovers and any(len(_content(_words(c))) >= 3 for c in leftovers):
+        else:
             for clause in leftovers:
                 if len(_content(_words(clause))) >= 3:
                     unmatched.append(Unmatched(clause, nearest(clause, kb)))
