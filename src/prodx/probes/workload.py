@@ -51,6 +51,8 @@ MIN_BASELINE_COVERED_S = 600
 SURGE_MIN_REQUESTS = 300
 #: ...at this many times the baseline rate.
 SURGE_FACTOR = 4.0
+#: Runs of one cron job alive at once that make a pile-up, not an occasional overrun.
+PILEUP_RUNS = 3
 #: Established connections to the web server's ports that count as many.
 CONNECTIONS_HIGH = 256
 #: A backup archive written this recently...
@@ -344,7 +346,7 @@ class CronProbe(Probe):
     """Do several runs of the same cron job execute at once?"""
 
     name = "workload.cron"
-    findings = ("workload.cron_overlap",)
+    findings = ("workload.cron_overlap", "workload.cron_pileup")
     cost = 1.0
     deadline_s = 2.0
 
@@ -355,14 +357,15 @@ class CronProbe(Probe):
         try:
             table = proc_table(ctx)
         except ProcTableUnreadable as exc:
-            yield unknown(fid, f"cannot read the process table: {exc}")
+            yield from (unknown(f, f"cannot read the process table: {exc}") for f in self.findings)
             return
         daemons = rules()["cron_daemons"]
         tasks = [Task(p.info.pid, p.stat.ppid, p.info.name, p.info.cmdline, p.info.create_time)
                  for p in table if p.stat.state not in ("Z", "X")]
         running = [t for t in tasks if t.name in daemons]
         if not running:
-            yield unknown(fid, "no cron daemon runs (" + ", ".join(daemons) + "); systemd timers are not judged")
+            reason = "no cron daemon runs (" + ", ".join(daemons) + "); systemd timers are not judged"
+            yield from (unknown(f, reason) for f in self.findings)
             return
         groups = cron_runs(tasks, daemons)
         now = ctx.host.now()
@@ -377,6 +380,12 @@ class CronProbe(Probe):
                           jobs=groups[:5])
         else:
             yield absent(fid, "no cron job runs more than once at a time", cron_pids=[t.pid for t in running][:5])
+        piled = [g for g in groups if g["instances"] >= PILEUP_RUNS]
+        if piled:
+            yield present("workload.cron_pileup", f"{piled[0]['instances']} runs of `{piled[0]['command']}` pile up "
+                                                  f"(at least {PILEUP_RUNS} alive at once)", jobs=piled[:5])
+        else:
+            yield absent("workload.cron_pileup", f"no cron job has {PILEUP_RUNS} or more runs alive at once")
 
 
 def _writing(job: dict[str, Any]) -> str:
