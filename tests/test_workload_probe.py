@@ -96,11 +96,11 @@ def test_cron_probe_with_three_runs_of_one_job_under_cron_reports_overlap(fake_c
     assert job["oldest_age_s"] >= job["newest_age_s"]
 
 
-def test_cron_probe_without_a_cron_daemon_is_unknown_not_absent() -> None:
+def test_cron_probe_without_a_cron_daemon_reports_no_overlap_possible() -> None:
     if subprocess.run(["pgrep", "-x", "cron|crond"], capture_output=True).returncode == 0:
         pytest.skip("a real cron runs on this host")
     f = _run(CronProbe())["workload.cron_overlap"]
-    assert f.state is FindingState.UNKNOWN and "no cron daemon" in f.reason
+    assert f.state is FindingState.ABSENT and "no cron daemon" in f.summary
 
 
 def test_backup_probe_with_tar_creating_an_archive_reports_it_running_and_what_it_writes(tmp_path) -> None:

@@ -364,8 +364,9 @@ class CronProbe(Probe):
                  for p in table if p.stat.state not in ("Z", "X")]
         running = [t for t in tasks if t.name in daemons]
         if not running:
-            reason = "no cron daemon runs (" + ", ".join(daemons) + "); systemd timers are not judged"
-            yield from (unknown(f, reason) for f in self.findings)
+            # systemd timers never start a unit that is still running: only cron can overlap.
+            note = "no cron daemon runs (" + ", ".join(daemons) + "), so no cron job can overlap"
+            yield from (absent(f, note) for f in self.findings)
             return
         groups = cron_runs(tasks, daemons)
         now = ctx.host.now()
