@@ -48,6 +48,17 @@ def _lines(start: datetime, count: int, step_s: int, text: str = "app.INFO: requ
     )
 
 
+def _open_targets(pid: int) -> set[str]:
+    """Where a process's descriptors point; a descriptor closed while we look is skipped."""
+    targets = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            targets.add(os.readlink(f"/proc/{pid}/fd/{fd}"))
+        except FileNotFoundError:
+            continue  # Python's start-up opens and closes files while we list them
+    return targets
+
+
 @pytest.fixture()
 def holder():
     """A real process that keeps files open, like a worker holding its log."""
@@ -61,7 +72,7 @@ def holder():
         HELD.add(proc.pid)
         deadline = time.monotonic() + 20  # a loaded CI can take seconds to start Python
         while time.monotonic() < deadline:
-            if any(os.readlink(f"/proc/{proc.pid}/fd/{fd}") == str(path) for fd in os.listdir(f"/proc/{proc.pid}/fd")):
+            if str(path) in _open_targets(proc.pid):
                 return proc
             time.sleep(0.02)
         raise AssertionError("the holder never opened the file")
