@@ -85,6 +85,23 @@ def diagnose_cmd(as_json: bool, **options: Any) -> None:
     raise SystemExit(run_diagnose(as_json=as_json, **options))
 
 
+@cli.command("ask")
+@diagnosing_options
+@click.option("--confidence", type=click.FloatRange(0.05, 0.999), default=0.8, show_default=True, metavar="P",
+              help="Stop asking once the leading condition reaches this probability.")
+@click.option("--max-questions", type=click.IntRange(min=0), default=None, metavar="N", help="Ask at most N questions.")
+def ask_cmd(confidence: float, max_questions: int | None, **options: Any) -> None:
+    """Guided diagnosis: examine the host, then ask the question that best separates the
+    leading conditions, re-rank after each answer, and end with the remedy.
+
+    Answer y (yes), n (no), ? (don't know); q (or closing the input) leaves with the
+    current differential.
+    """
+    from prodx.ask import run_ask
+
+    raise SystemExit(run_ask(confidence=confidence, max_questions=max_questions, **options))
+
+
 @cli.command("init")
 @click.option("-o", "--output", "output", default="prodx.toml", show_default=True, metavar="FILE",
               help="Where to write the profile; '-' prints it to stdout.")
