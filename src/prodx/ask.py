@@ -213,16 +213,10 @@ def show_change(session: Session, change: Change, console: Any) -> None:
         console.print(f"  leader [bold]{change.leader_before}[/] → [bold]{change.leader_after}[/]")
     for m in change.moves:
         arrow = "↑" if m.after > m.before + 0.005 else "↓" if m.after < m.before - 0.005 else "="
-        console.print(
-            f"  {arrow} {m.condition:<28} {_pct(m.before):>5} → {_pct(m.after):>5}  "
-            f"[dim]P({word} | {m.condition}) = {m.likelihood:.2f}[/]"
-        )
+        console.print(f"  {arrow} {m.condition:<26} {_pct(m.before):>5} → {_pct(m.after):>5}  [dim]P({word})={m.likelihood:.2f}[/]")
     ratio = change.leader_ratio
     verdict = "for" if ratio > 1 else "against"
-    console.print(
-        f"  [dim]this answer is {ratio:.2g}× as likely under {escape(change.leader_before)} as under the rest: "
-        f"evidence {verdict} it[/]"
-    )
+    console.print(f"  [dim]likelihood ratio for {escape(change.leader_before)}: {ratio:.2g} ({verdict} it)[/]")
 
 
 def show_remedy(session: Session, console: Any) -> None:
