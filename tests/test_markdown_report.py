@@ -119,3 +119,24 @@ def test_markdown_report_redacts_secrets_in_free_text(kb):
     text = render_markdown(_diagnose(kb, "log-growth", [SECRET_SYMPTOM]))
     assert "Sup3rS3cretPw" not in text and "hunter2xyz" not in text
     assert "[REDACTED]" in text
+
+
+def test_diagnose_cli_markdown_from_symptoms_alone_prints_the_note():
+    from click.testing import CliRunner
+
+    from prodx.cli import cli
+
+    result = CliRunner().invoke(cli, ["diagnose", "--markdown", "--no-probes", "--symptom", "No space left on device"])
+    assert result.exit_code in (0, 1), result.output
+    assert result.output.startswith("# Incident note: ")
+    assert "_No probes run (`--no-probes`): reasoned from symptoms alone._" in result.output
+
+
+def test_diagnose_cli_markdown_with_json_is_a_usage_error():
+    from click.testing import CliRunner
+
+    from prodx.cli import cli
+
+    result = CliRunner().invoke(cli, ["diagnose", "--markdown", "--json", "--no-probes"])
+    assert result.exit_code == 2
+    assert "mutually exclusive" in result.output

@@ -69,7 +69,8 @@ def space(path: str, as_json: bool, top_n: int, deadline_s: float, mode: str | N
 @cli.command("diagnose", epilog=EPILOG_DIAGNOSE)
 @diagnosing_options
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document (schema prodx.diagnosis/1).")
-def diagnose_cmd(as_json: bool, **options: Any) -> None:
+@click.option("--markdown", "as_markdown", is_flag=True, help="Print the diagnosis as a Markdown incident note, for a ticket or a postmortem.")
+def diagnose_cmd(as_json: bool, as_markdown: bool, **options: Any) -> None:
     """Examine this host read-only and rank what is wrong with it.
 
     Probes examine every organ in about a second: filesystems (space, inodes, root reserve,
@@ -82,7 +83,9 @@ def diagnose_cmd(as_json: bool, **options: Any) -> None:
     """
     from prodx.commands import run_diagnose
 
-    raise SystemExit(run_diagnose(as_json=as_json, **options))
+    if as_json and as_markdown:
+        raise click.UsageError("--json and --markdown are mutually exclusive")
+    raise SystemExit(run_diagnose(as_json=as_json, as_markdown=as_markdown, **options))
 
 
 @cli.command("ask")
@@ -116,6 +119,18 @@ def init_cmd(output: str, force: bool) -> None:
     from prodx.commands import run_init
 
     raise SystemExit(run_init(output, force=force))
+
+
+@cli.command("explain")
+@click.argument("item_id", metavar="ID")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON document (schema prodx.explain/1).")
+@click.option("--kb", "kb_dirs", multiple=True, type=click.Path(file_okay=False), metavar="DIR", help="Extra knowledge-base directory.")
+def explain_cmd(item_id: str, as_json: bool, kb_dirs: tuple[str, ...]) -> None:
+    """What a condition or finding ID is, how prodx observes it, what it explains, and how to
+    rule it in or out. An unknown ID exits 2 naming the nearest ones."""
+    from prodx.commands import run_explain
+
+    raise SystemExit(run_explain(item_id, as_json=as_json, kb_dirs=kb_dirs))
 
 
 @cli.group("kb")

@@ -25,7 +25,7 @@ def _fail(message: str, status: ExitStatus) -> int:
     return int(status)
 
 
-def run_diagnose(*, as_json: bool, **options: Any) -> int:
+def run_diagnose(*, as_json: bool, as_markdown: bool = False, **options: Any) -> int:
     """Run ``prodx diagnose``; returns the exit code (SPEC §3)."""
     from prodx.diagnosis import DiagnoseOptions, diagnose
     from prodx.kb.loader import KBError
@@ -52,6 +52,10 @@ def run_diagnose(*, as_json: bool, **options: Any) -> int:
         from prodx.report.diagnosis_json import render_json
 
         sys.stdout.write(render_json(result) + "\n")
+    elif as_markdown:
+        from prodx.report.markdown import render_markdown
+
+        sys.stdout.write(render_markdown(result))
     else:
         from prodx.report.terminal import render_terminal
 
@@ -196,4 +200,30 @@ def run_kb_docs(output: str, *, check: bool, kb_dirs: tuple[str, ...] = ()) -> i
     except OSError as exc:
         return _fail(f"cannot write {output}: {exc.strerror or exc}", ExitStatus.USAGE_ERROR)
     print(f"prodx: wrote {output} ({text.count(chr(10) + '### ')} conditions)", file=sys.stderr)
+    return 0
+
+
+def run_explain(item_id: str, *, as_json: bool, kb_dirs: tuple[str, ...] = ()) -> int:
+    """``prodx explain ID``: a condition or finding for people; exit 2 naming the nearest ids."""
+    import json
+
+    from prodx import explain
+    from prodx.kb.loader import KBError, load_kb
+
+    try:
+        kb = load_kb(kb_dirs)
+    except KBError as exc:
+        return _fail(str(exc), ExitStatus.USAGE_ERROR)
+    try:
+        view = explain.explain_view(kb, item_id)
+    except KeyError:
+        near = explain.nearest_ids(kb, item_id)
+        hint = f"; nearest: {', '.join(near)}" if near else "; `prodx kb list` shows the conditions"
+        return _fail(f"no condition or finding {item_id!r}{hint}", ExitStatus.USAGE_ERROR)
+    if as_json:
+        sys.stdout.write(json.dumps({"schema": explain.SCHEMA, **view}, indent=2, sort_keys=True) + "\n")
+    elif sys.stdout.isatty():
+        explain.print_rich(view, _console())
+    else:
+        sys.stdout.write(explain.render_text(view))
     return 0
