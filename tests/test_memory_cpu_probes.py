@@ -226,20 +226,20 @@ def test_oom_victims_with_no_kill_in_the_log_is_empty():
 def test_memory_capture_replay_gives_the_captured_memory_and_cpu_findings(expected_file, kb):
     directory = expected_file.parent
     expected = yaml.safe_load(expected_file.read_text())
-    result = diagnose(DiagnoseOptions(profile_path=str(directory / "profile.toml")), host=FixtureHost(directory), kb=kb)
+    options = DiagnoseOptions(profile_path=str(directory / "profile.toml"), deadline_s=60)  # a busy CI must not time out a replay
+    result = diagnose(options, host=FixtureHost(directory), kb=kb)
     mine = {f.id: f.state.value for f in result.findings if f.id.startswith(AREAS)}
     assert sorted(f for f, s in mine.items() if s == "present") == [f for f in expected["present"] if f.startswith(AREAS)]
     assert sorted(f for f, s in mine.items() if s == "absent") == [f for f in expected["absent"] if f.startswith(AREAS)]
     # Ranked on this area's findings alone: the capture machine is shared, and other areas'
     # findings there (another engineer's lab holding a port) are not what this test is about.
     ranked = rank(kb, {f.id: f.state for f in result.findings if f.id.startswith(AREAS)}).ranked
-    assert ranked[0].condition == expected["condition"] and ranked[0].probability >= 0.5
+    assert ranked[0].condition == expected["condition"]
+    assert ranked[0].probability >= expected.get("min_probability", 0.5)
 
 
-def test_memory_captures_exist_for_the_oom_and_saturation_scenarios():
-    # No runaway-process capture yet: on the shared capture machine other jobs kept the
-    # spinner below 80 % of a core, so that run showed saturation, not a runaway.
-    assert {p.parent.name for p in CAPTURES} >= {"memory-oom-kill", "memory-cpu-saturation"}
+def test_memory_captures_exist_for_the_oom_saturation_and_runaway_scenarios():
+    assert {p.parent.name for p in CAPTURES} >= {"memory-oom-kill", "memory-cpu-saturation", "memory-runaway-process"}
 
 
 def test_memory_oom_capture_names_the_killed_worker(kb):
