@@ -66,8 +66,22 @@ def space(path: str, as_json: bool, top_n: int, deadline_s: float, mode: str | N
     raise SystemExit(space_command(path, as_json=as_json, top_n=top_n, deadline_s=deadline_s, mode=mode_enum))
 
 
+@cli.command("capture")
+@diagnosing_options
+@click.option("-o", "--output", "output", required=True, metavar="FILE.tar.gz",
+              help="Where to write the archive ('-' streams it to stdout, e.g. into ssh); nothing else is written.")
+def capture_cmd(output: str, **options: Any) -> None:
+    """Examine this host as `diagnose` does and save what the probes saw, secrets masked, to
+    one archive; `prodx diagnose --from FILE.tar.gz` replays it on another machine."""
+    from prodx.capture import run_capture
+
+    raise SystemExit(run_capture(output, **options))
+
+
 @cli.command("diagnose", epilog=EPILOG_DIAGNOSE)
 @diagnosing_options
+@click.option("--from", "from_archive", type=click.Path(dir_okay=False), default=None, metavar="FILE.tar.gz",
+              help="Replay a `prodx capture` archive instead of examining this host.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document (schema prodx.diagnosis/1).")
 @click.option("--markdown", "as_markdown", is_flag=True, help="Print the diagnosis as a Markdown incident note, for a ticket or a postmortem.")
 def diagnose_cmd(as_json: bool, as_markdown: bool, **options: Any) -> None:

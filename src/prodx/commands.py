@@ -40,9 +40,11 @@ def run_diagnose(*, as_json: bool, as_markdown: bool = False, **options: Any) ->
         kb_dirs=tuple(options["kb_dirs"]),
         write_test=not options["no_write_test"],
     )
+    from prodx.capture import CaptureError, replay_diagnosis
+
     try:
-        result = diagnose(opts)
-    except (KBError, ProfileError) as exc:
+        result = replay_diagnosis(options["from_archive"], opts) if options.get("from_archive") else diagnose(opts)
+    except (KBError, ProfileError, CaptureError) as exc:
         return _fail(str(exc), ExitStatus.USAGE_ERROR)
     except Exception as exc:  # noqa: BLE001 - the last line of defence: say so, exit 3
         return _fail(f"internal error: {type(exc).__name__}: {exc}", ExitStatus.INTERNAL_ERROR)

@@ -1,0 +1,242 @@
+"""Capture and replay: secrets planted in real files, processes and HTTP answers the probes
+read never reach the archive nor the replayed report, and the replay gives the live
+differential. Everything here is real: a log file and a certificate+key file named by a
+profile, a process whose command line carries a MySQL password, an HTTP server on
+127.0.0.1 that sets session cookies, and the `prodx` CLI as a subprocess."""
+
+from __future__ import annotations
+
+import datetime
+import doctest
+import gzip
+import http.server
+import io
+import json
+import socket
+import subprocess
+import sys
+import tarfile
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from prodx import capture
+from prodx.diagnosis import DiagnoseOptions, diagnose
+from prodx.host.local import LocalHost
+from prodx.host.recording import RecordingHost
+
+SECRETS = {
+    "url_password": "PgUrlS3cretPass",
+    "bearer": "abcBearerTok3nValue9876543210",
+    "aws_key_id": "AKIAIOSFODNN7EXAMPLQ",
+    "aws_secret": "wJalrXUtnFEMIK7MDENGbPxRfiCYEXAMPLEKEYzz",
+    "phpsessid": "phpsessSecretValue123456",
+    "laravel": "laravelSessionSecretValue789",
+    "jwt": "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJib2IiLCJhZG1pbiI6dHJ1ZX0.c2lnbmF0dXJlU2VjcmV0",
+    "config_password": "ConfigPassw0rdValue",
+    "mysql_cli": "MysqlCliS3cret",
+    "login_form": "FormLoginS3cret",
+    "http_cookie": "ServerSetCookieSecret42",
+    "http_body_token": "BodyApiTokenSecretValue0123456789abcdef",
+}
+
+LOG_LINES = [
+    "2026-11-27 05:00:00 ERROR connecting to postgres://app:{url_password}@db:5432/app failed",
+    "2026-11-27 05:00:01 INFO request Authorization: Bearer {bearer}",
+    "2026-11-27 05:00:02 WARN using aws_access_key_id={aws_key_id} aws_secret_access_key={aws_secret}",
+    "2026-11-27 05:00:03 INFO Cookie: PHPSESSID={phpsessid}; laravel_session={laravel}",
+    "2026-11-27 05:00:04 DEBUG token {jwt}",
+    "2026-11-27 05:00:05 INFO loaded config password={config_password}",
+    "2026-11-27 05:00:06 INFO backup ran: mysql -uroot -p{mysql_cli} shop",
+]
+
+
+def _pem_pair() -> tuple[str, str]:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "shop.test")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(1).not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=90)).sign(key, hashes.SHA256()))
+    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption()).decode()
+    return cert.public_bytes(serialization.Encoding.PEM).decode(), key_pem
+
+
+class _Leaky(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+        body = json.dumps({"status": "ok", "api_token": SECRETS["http_body_token"]}).encode()
+        self.send_response(200)
+        self.send_header("Set-Cookie", f"laravel_session={SECRETS['http_cookie']}; HttpOnly")
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_POST = do_GET
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def leaky_site(tmp_path: Path) -> Iterator[Path]:
+    """A profile whose log, certificate file, HTTP endpoint, login form and dependency URL
+    all carry secrets, and a running process with a MySQL password on its command line."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Leaky)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    mysql = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)", "mysql", "-uroot",
+                              f"-p{SECRETS['mysql_cli']}", "shop"])
+    try:
+        log = tmp_path / "app.log"
+        log.write_text("\n".join(line.format(**SECRETS) for line in LOG_LINES) + "\n")
+        cert, key = _pem_pair()
+        SECRETS["pem_key_body"] = key.splitlines()[2]
+        (tmp_path / "combined.pem").write_text(cert + key)
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        profile = tmp_path / "profile.toml"
+        profile.write_text(f"""[app]
+name = "shop"
+logs = ["{log}"]
+
+[[http]]
+url = "{url}/health"
+
+[[http]]
+url = "{url}/login"
+login = {{ form = {{ username = "probe", password = "{SECRETS['login_form']}" }}, then_url = "{url}/account", expect_text = "ok" }}
+
+[[dependency]]
+name = "db"
+url = "postgres://app:{SECRETS['url_password']}@127.0.0.1:{_free_port()}/app"
+
+[[tls]]
+file = "{tmp_path / 'combined.pem'}"
+""")
+        yield profile
+    finally:
+        mysql.kill()
+        mysql.wait()
+        server.shutdown()
+        server.server_close()
+
+
+def _members(archive: bytes) -> dict[str, bytes]:
+    with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as tar:
+        return {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}
+
+
+def _leaks(blob: bytes) -> list[str]:
+    return [k for k, v in SECRETS.items() if v.encode() in blob]
+
+
+def _prodx(*args: str, cwd: Path) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run([sys.executable, "-m", "prodx", *args], capture_output=True, timeout=120, cwd=cwd)
+
+
+def test_capture_module_doctests_pass():
+    assert doctest.testmod(capture).failed == 0
+
+
+def test_redact_text_pem_key_whose_begin_was_cut_off_is_masked():
+    tail = "MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgSecretSecret\n-----END PRIVATE KEY-----\nnext\n"
+    assert "SecretSecret" not in capture.redact_text(tail)
+
+
+def test_redact_text_env_file_masks_values_keeps_harmless_ones():
+    text = "APP_ENV=production\nDB_PASSWORD=hunter2\nMAIL_HOST=smtp.example.com\nexport API=xyz\n"
+    out = capture.redact_text(text, env=True)
+    assert "hunter2" not in out and "smtp.example.com" not in out and "xyz" not in out
+    assert "APP_ENV=production" in out
+
+
+def test_capture_cli_to_pipe_with_planted_secrets_archives_none(leaky_site: Path, tmp_path: Path):
+    run = _prodx("capture", "-o", "-", "--profile", str(leaky_site), "--no-write-test", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr.decode()
+    # The secrets were really there for the probes to read.
+    assert SECRETS["url_password"] in (tmp_path / "app.log").read_text()
+    archive = run.stdout
+    members = _members(archive)
+    assert {"host.json", "manifest.json", "profile.toml"} <= set(members)
+    assert _leaks(gzip.decompress(archive)) == []
+    assert {name: _leaks(data) for name, data in members.items() if _leaks(data)} == {}
+    manifest = json.loads(members["manifest.json"])
+    assert manifest["format"] == "prodx.capture/1"
+    assert str(tmp_path / "app.log") in manifest["collected"]["reads"]
+    redacted = manifest["redacted"]
+    assert sum(r["masked"] for r in redacted.values()) >= len(LOG_LINES)
+    assert any("private_key" in r["kinds"] for r in redacted.values())
+    # The replayed report carries no secret either.
+    path = tmp_path / "capture.tar.gz"
+    path.write_bytes(archive)
+    replay = _prodx("diagnose", "--from", str(path), "--json", cwd=tmp_path)
+    assert replay.returncode in (0, 1), replay.stderr.decode()
+    assert json.loads(replay.stdout)["host"] == manifest["hostname"]
+    assert _leaks(replay.stdout + replay.stderr) == []
+
+
+def test_capture_then_replay_of_this_host_gives_the_same_differential(leaky_site: Path, tmp_path: Path, kb):
+    options = DiagnoseOptions(profile_path=str(leaky_site), write_test=False, deadline_s=10)
+    recorder = RecordingHost(LocalHost())
+    live = diagnose(options, host=recorder, kb=kb)
+    out = io.BytesIO()
+    capture.write_archive(recorder, out, profile_text=leaky_site.read_text(),
+                          options=capture.capture_options({"no_write_test": True, "deadline_s": 10}))
+    path = tmp_path / "clean" / "capture.tar.gz"
+    path.parent.mkdir()
+    path.write_bytes(out.getvalue())
+    replayed = capture.replay_diagnosis(str(path), DiagnoseOptions(deadline_s=60))
+    assert [r.condition for r in replayed.differential.ranked] == [r.condition for r in live.differential.ranked]
+    for a, b in zip(replayed.differential.ranked, live.differential.ranked):
+        assert a.probability == pytest.approx(b.probability, abs=1e-9)
+    assert {f.id: f.state for f in replayed.findings} == {f.id: f.state for f in live.findings}
+
+
+def test_capture_cli_to_terminal_is_refused(tmp_path: Path):
+    import os
+    import pty
+
+    primary, secondary = pty.openpty()
+    try:
+        run = subprocess.run([sys.executable, "-m", "prodx", "capture", "-o", "-"], stdout=secondary,
+                             stderr=subprocess.PIPE, timeout=60, cwd=tmp_path)
+    finally:
+        os.close(secondary)
+        os.close(primary)
+    assert run.returncode == 2
+    assert b"terminal" in run.stderr
+
+
+def test_diagnose_from_a_file_that_is_not_a_tar_exits_2_naming_it(tmp_path: Path):
+    bad = tmp_path / "notes.tar.gz"
+    bad.write_text("not an archive\n")
+    run = _prodx("diagnose", "--from", str(bad), cwd=tmp_path)
+    assert run.returncode == 2
+    lines = run.stderr.decode().strip().splitlines()
+    assert len(lines) == 1 and str(bad) in lines[0]
+
+
+def test_diagnose_from_a_tar_without_host_json_exits_2_naming_it(tmp_path: Path):
+    bad = tmp_path / "other.tar.gz"
+    with tarfile.open(bad, "w:gz") as tar:
+        info = tarfile.TarInfo("readme.txt")
+        info.size = 2
+        tar.addfile(info, io.BytesIO(b"hi"))
+    run = _prodx("diagnose", "--from", str(bad), cwd=tmp_path)
+    assert run.returncode == 2
+    lines = run.stderr.decode().strip().splitlines()
+    assert len(lines) == 1 and str(bad) in lines[0] and "host.json" in lines[0]
