@@ -213,3 +213,45 @@ def test_ask_cmd_unclear_answer_asks_again_without_counting():
         _close(child)
     finally:
         child.close(force=True)
+
+
+def _converse(kb: KnowledgeBase, child: pexpect.spawn, cid: str) -> tuple[str, str, int, int]:
+    """Answer truthfully for ``cid`` until it stops: (stop reason, leader, questions, asked)."""
+    asked = 0
+    while True:
+        i = child.expect([r"(?:Question|Test) \d+ \((\S+), [\d.]+ bits\)", r"Stopped: (.+) after (\d+) question"])
+        if i == 1:
+            stop, count = child.match.group(1), int(child.match.group(2))
+            break
+        fid = child.match.group(1)
+        child.expect(r"\[q\]uit > ")
+        child.sendline({FindingState.PRESENT: "y", FindingState.ABSENT: "n", FindingState.UNKNOWN: "?"}[truthful(kb, cid, fid)])
+        asked += 1
+    child.expect(r"Diagnosis: (\S+) ")
+    return stop, child.match.group(1), count, asked
+
+
+@pytest.mark.lab
+@pytest.mark.parametrize("scenario", ["disk-full", "permission-denied"])
+def test_ask_cmd_on_real_lab_scenario_reaches_its_condition(kb, scenario):
+    from prodx.lab import get_scenario, staged
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root (the lab loop-mounts and creates users)")
+    unmet = get_scenario(scenario).needs.unmet()
+    if unmet:
+        pytest.skip(f"{scenario}: {'; '.join(unmet)}")
+    with staged(scenario) as run:
+        cid = run.scenario.accepted[0]
+        env = dict(os.environ, NO_COLOR="1", TERM="dumb", COLUMNS="200", LINES="50")
+        child = pexpect.spawn(sys.executable, ["-m", "prodx", "ask", "--profile", str(run.profile_path)],
+                              env=env, encoding="utf-8", timeout=120, dimensions=(50, 200))
+        try:
+            stop, leader, count, asked = _converse(kb, child, cid)
+            status = _close(child)
+        finally:
+            child.close(force=True)
+    assert run.teardown_problems == []
+    assert leader in run.scenario.accepted, (stop, leader, count)
+    assert stop == "confident" and count == asked < len(kb.conditions)
+    assert status == 1
