@@ -61,7 +61,7 @@ def _pem_pair() -> tuple[str, str]:
 
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "shop.test")])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
             .serial_number(1).not_valid_before(now - datetime.timedelta(days=1))
             .not_valid_after(now + datetime.timedelta(days=90)).sign(key, hashes.SHA256()))
@@ -71,7 +71,7 @@ def _pem_pair() -> tuple[str, str]:
 
 
 class _Leaky(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+    def do_GET(self) -> None:
         body = json.dumps({"status": "ok", "api_token": SECRETS["http_body_token"]}).encode()
         self.send_response(200)
         self.send_header("Set-Cookie", f"laravel_session={SECRETS['http_cookie']}; HttpOnly")
@@ -145,7 +145,7 @@ def _leaks(blob: bytes) -> list[str]:
 
 
 def _prodx(*args: str, cwd: Path) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run([sys.executable, "-m", "prodx", *args], capture_output=True, timeout=120, cwd=cwd)
+    return subprocess.run([sys.executable, "-m", "prodx", *args], check=False, capture_output=True, timeout=120, cwd=cwd)
 
 
 def test_capture_module_doctests_pass():
@@ -213,7 +213,7 @@ def test_capture_cli_to_terminal_is_refused(tmp_path: Path):
     primary, secondary = pty.openpty()
     try:
         run = subprocess.run([sys.executable, "-m", "prodx", "capture", "-o", "-"], stdout=secondary,
-                             stderr=subprocess.PIPE, timeout=60, cwd=tmp_path)
+                             stderr=subprocess.PIPE, timeout=60, cwd=tmp_path, check=False)
     finally:
         os.close(secondary)
         os.close(primary)

@@ -45,7 +45,7 @@ FILE_CAP_BYTES = 1 << 20
 
 # The key block, or the tail of one whose BEGIN line a tail read cut off.
 _PEM_BLOCK = _r._PRIVATE_KEY
-_PEM_HEADLESS = re.compile(r"(?:^[A-Za-z0-9+/=:\- ,]{16,}\r?\n)+(?=-----END [A-Z0-9 ]*PRIVATE KEY)", re.M)
+_PEM_HEADLESS = re.compile(r"(?:^[A-Za-z0-9+/=:\- ,]{16,}\r?\n)+(?=-----END [A-Z0-9 ]*PRIVATE KEY)", re.MULTILINE)
 _URL_MASK = re.compile(r"(://[^\s:/@]*:)\[REDACTED\](@)")
 _ENV_LINE = re.compile(r"^(\s*(?:export\s+)?[A-Za-z_][A-Za-z0-9_.]*\s*=\s*)(.+)$")
 #: Environment values that say how the process runs, not what it may access.
