@@ -25,7 +25,6 @@ import io
 import json
 import os
 import re
-import stat as statmod
 import sys
 import tarfile
 import tempfile
@@ -41,7 +40,6 @@ from prodx import redact as _r
 from prodx.redact import MASK, redact
 
 FORMAT = "prodx.capture/1"
-FILE_CAP_BYTES = 1 << 20
 
 # The key block, or the tail of one whose BEGIN line a tail read cut off.
 _PEM_BLOCK = _r._PRIVATE_KEY
@@ -196,23 +194,6 @@ def _redact_meta(meta: dict[str, Any], log: Redactions) -> dict[str, Any]:
     return out
 
 
-def _opened_files(recorder: Any) -> Iterator[tuple[str, bytes]]:
-    """The tails of files probes opened by path (``real_path``) rather than read through
-    the host, as ``RecordingHost.save`` keeps them."""
-    inner = recorder.inner
-    for path in sorted(recorder._files - set(recorder._meta["reads"])):
-        try:
-            real = inner.real_path(path)
-            if not statmod.S_ISREG(os.stat(real).st_mode):
-                continue
-            with open(real, "rb") as f:
-                size = os.fstat(f.fileno()).st_size
-                f.seek(max(0, size - FILE_CAP_BYTES))
-                yield path, f.read(FILE_CAP_BYTES)
-        except OSError:
-            continue
-
-
 def _add(tar: tarfile.TarFile, name: str, data: bytes, mtime: float) -> None:
     info = tarfile.TarInfo(name)
     info.size = len(data)
@@ -228,15 +209,11 @@ def write_archive(
     """Stream the capture held by ``recorder`` (a used ``RecordingHost``) to ``out`` as a
     gzip tar; returns the manifest written."""
     log = Redactions()
-    meta = dict(recorder._meta)
-    meta.setdefault("hostname", recorder.inner.hostname())
-    meta.setdefault("now", recorder.inner.now())
-    meta["is_root"] = recorder.is_root
-    meta["effective_uid"] = recorder.effective_uid
+    meta = dict(recorder.snapshot())
     now = time.time()
     files: dict[str, int] = {}
     with tarfile.open(fileobj=out, mode="w|gz") as tar:
-        for path, data in _opened_files(recorder):
+        for path, data in recorder.opened_files():
             text = data.decode("latin-1")
             name = "root/" + redact_text(path.lstrip("/"))
             masked = text if _is_kernel_state(path) else redact_text(text, _is_env_file(path))

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from prodx import capture
+from prodx.lab import all_scenarios
 from prodx.diagnosis import DiagnoseOptions
 
 pytestmark = [
@@ -31,6 +32,7 @@ _KEY_BODY = re.compile(rb"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----\r?\n[A-Za-z0-9+/
 
 
 def _fault_is_real(name: str, run) -> None:
+    """Spot checks for a few scenarios; each scenario's own lab test proves its fault real."""
     if name == "disk-full":
         assert os.statvfs(run.scenario.mnt).f_bavail == 0
     elif name == "dependency-down":
@@ -39,7 +41,7 @@ def _fault_is_real(name: str, run) -> None:
         assert "[[tls]]" in run.profile_path.read_text()
 
 
-@pytest.mark.parametrize("name", ["disk-full", "dependency-down", "expired-certificate"])
+@pytest.mark.parametrize("name", sorted(all_scenarios()))
 def test_lab_capture_of_an_injected_fault_replays_after_teardown_with_the_same_differential(
     lab, name: str, tmp_path: Path
 ) -> None:
@@ -56,13 +58,16 @@ def test_lab_capture_of_an_injected_fault_replays_after_teardown_with_the_same_d
     with tarfile.open(archive) as tar:
         manifest = json.load(tar.extractfile("manifest.json"))
     captured = manifest["result"]["differential"]
-    assert captured[0][0] in accepted and captured[0][1] >= 0.5, captured[:5]
+    # The capture run diagnosed the fault (how likely it called it is each scenario's own lab
+    # test's business; here what matters is that the replay says the same).
+    assert captured[0][0] in accepted, captured[:5]
 
     replay = subprocess.run([sys.executable, "-m", "prodx", "diagnose", "--json", "--from", str(archive)],
                             check=False, capture_output=True, text=True, timeout=180)
-    assert replay.returncode == 1, replay.stderr[-2000:]
+    assert replay.returncode in (0, 1), replay.stderr[-2000:]
     lead = json.loads(replay.stdout)["differential"][0]
-    assert lead["condition"] in accepted and lead["probability"] >= 0.5
+    assert lead["condition"] == captured[0][0]
+    assert lead["probability"] == pytest.approx(captured[0][1], abs=1e-4)
 
     result = capture.replay_diagnosis(str(archive), DiagnoseOptions(deadline_s=60))
     assert [r.condition for r in result.differential.ranked] == [c for c, _ in captured]

@@ -12,7 +12,7 @@ Layout of a fixture directory::
                            "listdirs": {path: [names]}, "globs": {pattern: [paths]},
                            "space": {path: prodx.space/1 document}, "missing": [paths],
                            "observations": {kind: {json key: result}},
-                           "reads": {path: [{"end": "head"|"tail", "data": latin-1 text}, ...]},
+                           "reads": {path: [{"end": "head"|"tail", "max": bytes asked, "data": latin-1 text}, ...]},
                            "readlinks": {path: target}}
 
 Files in ``reads`` replay what each read returned, in order (the last one repeats), so a
@@ -70,21 +70,25 @@ class FixtureHost(Host):
     def real_path(self, path: str) -> str:
         return str(self.directory / "root" / path.lstrip("/"))
 
-    def _next_read(self, path: str) -> bytes | None:
+    def _next_read(self, path: str, end: str, max_bytes: int) -> bytes | None:
+        """The next recorded read of ``path`` made the same way (head or tail, same size);
+        probes run concurrently, so reads of other sizes are not theirs to replay."""
         reads = self._meta.get("reads", {}).get(path)
         if not reads:
             return None
+        same = [r for r in reads if r.get("end") == end and r.get("max") == max_bytes] or reads
+        key = f"{path}\0{end}\0{max_bytes}"
         with self._read_lock:
-            index = self._read_index.get(path, 0)
-            self._read_index[path] = index + 1
-        return reads[min(index, len(reads) - 1)]["data"].encode("latin-1")
+            index = self._read_index.get(key, 0)
+            self._read_index[key] = index + 1
+        return same[min(index, len(same) - 1)]["data"].encode("latin-1")
 
     def read_bytes(self, path: str, max_bytes: int = 1 << 20) -> bytes:
-        data = self._next_read(path)
+        data = self._next_read(path, "head", max_bytes)
         return data[:max_bytes] if data is not None else super().read_bytes(path, max_bytes)
 
     def read_tail(self, path: str, max_bytes: int) -> bytes:
-        data = self._next_read(path)
+        data = self._next_read(path, "tail", max_bytes)
         return data[-max_bytes:] if data is not None else super().read_tail(path, max_bytes)
 
     def _recorded_stat(self, kind: str, path: str) -> os.stat_result | None:

@@ -13,7 +13,7 @@ import json
 import os
 import stat as statmod
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,19 @@ def _stat_json(st: os.stat_result) -> dict[str, Any]:
     }
 
 
+def _tail_of(real: str) -> bytes | None:
+    """The last FILE_CAP_BYTES of a regular file; None for anything else or on error."""
+    try:
+        if not statmod.S_ISREG(os.stat(real).st_mode):
+            return None
+        with open(real, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            f.seek(max(0, size - FILE_CAP_BYTES))
+            return f.read(FILE_CAP_BYTES)
+    except OSError:
+        return None
+
+
 class RecordingHost(Host):
     """Delegates to ``inner`` and remembers every answer."""
 
@@ -54,6 +67,7 @@ class RecordingHost(Host):
         self.effective_uid = inner.effective_uid
         self._lock = threading.Lock()
         self._files: set[str] = set()
+        self._opened: dict[str, bytes] = {}
         self._meta: dict[str, Any] = {
             "stats": {}, "lstats": {}, "listdirs": {}, "globs": {}, "statvfs": [], "write_tests": [],
             "processes": [], "open_files": {}, "commands": [], "space": {}, "missing": [],
@@ -76,9 +90,15 @@ class RecordingHost(Host):
         return self._meta["now"]
 
     def real_path(self, path: str) -> str:
+        real = self.inner.real_path(path)
+        # Keep the file as the probe sees it now: a log still growing would have another
+        # tail by the time the capture is saved.
+        data = _tail_of(real)
         with self._lock:
             self._files.add(path)
-        return self.inner.real_path(path)
+            if data is not None and path not in self._opened:
+                self._opened[path] = data
+        return real
 
     def stat(self, path: str) -> os.stat_result:
         try:
@@ -130,19 +150,19 @@ class RecordingHost(Host):
 
     def read_bytes(self, path: str, max_bytes: int = 1 << 20) -> bytes:
         data = self.inner.read_bytes(path, max_bytes)
-        self._note_read(path, data, "head")
+        self._note_read(path, data, "head", max_bytes)
         return data
 
     def read_tail(self, path: str, max_bytes: int) -> bytes:
         data = self.inner.read_tail(path, max_bytes)
-        self._note_read(path, data, "tail")
+        self._note_read(path, data, "tail", max_bytes)
         return data
 
-    def _note_read(self, path: str, data: bytes, end: str) -> None:
+    def _note_read(self, path: str, data: bytes, end: str, max_bytes: int) -> None:
         """Keep what was read, in order: /proc/stat read twice for a rate must replay as two
         different samples, not as the file re-read when the capture is saved."""
         with self._lock:
-            self._meta["reads"].setdefault(path, []).append({"end": end, "data": data.decode("latin-1")})
+            self._meta["reads"].setdefault(path, []).append({"end": end, "max": max_bytes, "data": data.decode("latin-1")})
 
     def statvfs_many(self, paths: list[str], deadline_s: float) -> list[FsStats]:
         out = self.inner.statvfs_many(paths, deadline_s)
@@ -194,26 +214,28 @@ class RecordingHost(Host):
         )
         return result
 
-    def save(self, directory: str | os.PathLike[str]) -> None:
-        """Write the fixture: ``host.json`` and the tails of the files read under ``root/``."""
-        out = Path(directory)
-        (out / "root").mkdir(parents=True, exist_ok=True)
+    def snapshot(self) -> dict[str, Any]:
+        """What the run read, as the fixture's ``host.json`` data (a live view, not a copy)."""
         self._meta.setdefault("hostname", self.inner.hostname())
         self._meta.setdefault("now", self.inner.now())
         self._meta["is_root"] = self.is_root
         self._meta["effective_uid"] = self.effective_uid
-        for path in sorted(self._files - set(self._meta["reads"])):
-            real = self.inner.real_path(path)
-            try:
-                if not statmod.S_ISREG(os.stat(real).st_mode):
-                    continue
-                with open(real, "rb") as f:
-                    size = os.fstat(f.fileno()).st_size
-                    f.seek(max(0, size - FILE_CAP_BYTES))
-                    data = f.read(FILE_CAP_BYTES)
-            except OSError:
-                continue
+        return self._meta
+
+    def opened_files(self) -> Iterator[tuple[str, bytes]]:
+        """(path, last FILE_CAP_BYTES as first opened) of each regular file a probe opened by
+        path (``real_path``: the log and space scanners). Such a file may also have been read
+        through the host (its ``reads`` replay those calls); the scanners need the file."""
+        with self._lock:
+            opened = dict(self._opened)
+        yield from sorted(opened.items())
+
+    def save(self, directory: str | os.PathLike[str]) -> None:
+        """Write the fixture: ``host.json`` and the tails of the files opened under ``root/``."""
+        out = Path(directory)
+        (out / "root").mkdir(parents=True, exist_ok=True)
+        for path, data in self.opened_files():
             target = out / "root" / path.lstrip("/")
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(data)
-        (out / "host.json").write_text(json.dumps(self._meta, indent=1, sort_keys=True, default=str))
+        (out / "host.json").write_text(json.dumps(self.snapshot(), indent=1, sort_keys=True, default=str))
