@@ -1,7 +1,7 @@
 """Memory and CPU probes: on this host compared with the real tools (`free -b`, os.getloadavg,
 /proc/pressure), on real processes the tests start (a CPU spinner; a worker the kernel
 OOM-kills inside a small memory cgroup), and on fixture hosts captured from the memory lab
-scenarios (tests/fixtures/capture_memory.py)."""
+scenarios (tests/fixtures/capture.py --prefix memory-)."""
 
 from __future__ import annotations
 
