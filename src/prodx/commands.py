@@ -31,15 +31,7 @@ def run_diagnose(*, as_json: bool, as_markdown: bool = False, **options: Any) ->
     from prodx.kb.loader import KBError
     from prodx.profile import ProfileError
 
-    opts = DiagnoseOptions(
-        profile_path=options["profile_path"],
-        symptoms=list(options["symptoms"]),
-        no_probes=options["no_probes"],
-        as_user=options["as_user"],
-        deadline_s=options["deadline_s"],
-        kb_dirs=tuple(options["kb_dirs"]),
-        write_test=not options["no_write_test"],
-    )
+    opts = DiagnoseOptions.from_cli(options)
     from prodx.capture import CaptureError, replay_diagnosis
 
     try:

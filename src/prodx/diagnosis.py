@@ -37,6 +37,19 @@ class DiagnoseOptions:
     kb_dirs: tuple[str, ...] = ()
     write_test: bool = True
 
+    @classmethod
+    def from_cli(cls, options: dict[str, Any]) -> DiagnoseOptions:
+        """From the parsed options every diagnosing command takes (``cli.diagnosing_options``)."""
+        return cls(
+            profile_path=options["profile_path"],
+            symptoms=list(options["symptoms"]),
+            no_probes=options["no_probes"],
+            as_user=options["as_user"],
+            deadline_s=options["deadline_s"],
+            kb_dirs=tuple(options["kb_dirs"]),
+            write_test=not options["no_write_test"],
+        )
+
 
 @dataclass
 class Diagnosis:
