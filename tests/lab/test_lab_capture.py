@@ -71,5 +71,8 @@ def test_lab_capture_of_an_injected_fault_replays_after_teardown_with_the_same_d
 
     result = capture.replay_diagnosis(str(archive), DiagnoseOptions(deadline_s=60))
     assert [r.condition for r in result.differential.ranked] == [c for c, _ in captured]
+    # Same order; probabilities to 1e-6: concurrent probes that read one file with the same
+    # size may get those reads in another order on replay, which has moved only conditions
+    # of negligible weight (7e-8 seen once); a finding that flips moves far more than this.
     for ranked, (_, p) in zip(result.differential.ranked, captured):
-        assert ranked.probability == pytest.approx(p, abs=1e-9)
+        assert ranked.probability == pytest.approx(p, abs=1e-6)
