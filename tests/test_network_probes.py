@@ -16,12 +16,12 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
 
 from prodx.host import LocalHost
+from prodx.lab.sandbox import free_port, wait_port
 from prodx.host.fixture import FixtureHost
 from prodx.model import FindingState
 from prodx.probes.base import ProbeContext, Target
@@ -52,26 +52,6 @@ def _run(kb, probes, target, host):
     findings, runs = run_probes(probes, ProbeContext(host, target, kb), deadline_s=5.0)
     assert all(r.status.value == "ok" for r in runs), runs
     return {f.id: f for f in findings}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_port(port: int, up: bool = True, timeout_s: float = 10.0) -> None:
-    end = time.monotonic() + timeout_s
-    while time.monotonic() < end:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                if up:
-                    return
-        except OSError:
-            if not up:
-                return
-        time.sleep(0.05)
-    raise AssertionError(f"port {port} did not come {'up' if up else 'down'}")
 
 
 @pytest.fixture()
@@ -120,9 +100,9 @@ def _squatter(port: int) -> subprocess.Popen:
 @needs_nginx
 def test_listeners_probe_on_running_nginx_reports_it_listening_on_its_port(kb, nginx_dir) -> None:
     d, procs = nginx_dir
-    port = _free_port()
+    port = free_port()
     procs.append(subprocess.Popen(_nginx(d, port)))
-    _wait_port(port)
+    wait_port(port)
     pids = {int(x) for x in subprocess.run(["pgrep", "-f", str(d)], capture_output=True, text=True).stdout.split()}
     found = _run(kb, [NetListenersProbe(), NetLogErrorsProbe()], Target(services=["nginx"], logs=[str(d / "error.log")]),
                  _OnlyThese(pids))
@@ -137,7 +117,7 @@ def test_listeners_probe_on_running_nginx_reports_it_listening_on_its_port(kb, n
 @needs_nginx
 def test_listeners_probe_when_another_process_holds_nginx_port_reports_conflict_and_holder(kb, nginx_dir) -> None:
     d, procs = nginx_dir
-    port = _free_port()
+    port = free_port()
     squatter = _squatter(port)
     procs.append(squatter)
     assert squatter.stdout.readline().strip() == b"ok"
@@ -169,7 +149,7 @@ def test_reach_probe_tells_refused_from_reachable_and_unresolvable(kb) -> None:
         listener.bind(("127.0.0.1", 0))
         listener.listen()
         up = listener.getsockname()[1]
-        down = _free_port()
+        down = free_port()
         deps = [Dependency("up", tcp=f"127.0.0.1:{up}"), Dependency("down", tcp=f"127.0.0.1:{down}"),
                 Dependency("nowhere", tcp="no-such-host.invalid:443")]
         found = _run(kb, [NetReachProbe()], Target(dependencies=deps), LocalHost())
@@ -203,6 +183,7 @@ def test_dns_probe_with_working_nameserver_and_localhost_only_reports_absent(kb)
 _IN_NETNS = r"""
 import json, socket, subprocess, sys, time
 from prodx.host import LocalHost
+from prodx.lab.sandbox import free_port, wait_port
 from prodx.kb.loader import load_kb
 from prodx.probes.base import ProbeContext, Target
 from prodx.probes.network import NetTablesProbe, NetDnsProbe

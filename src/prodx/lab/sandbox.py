@@ -75,6 +75,21 @@ def wait_until(ready: Callable[[], bool], timeout_s: float, message: str) -> Non
         time.sleep(0.05)
 
 
+def port_answers(port: int) -> bool:
+    """Whether something accepts TCP connections on 127.0.0.1:``port`` right now."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def wait_port(port: int, up: bool = True, timeout_s: float = 15.0) -> None:
+    """Wait until 127.0.0.1:``port`` accepts connections (``up``) or refuses them."""
+    wait_until(lambda: port_answers(port) is up, timeout_s,
+               f"127.0.0.1:{port} did not {'open' if up else 'close'} within {timeout_s:.0f} s")
+
+
 def _proc_start(pid: int) -> int | None:
     """Start time of ``pid`` in clock ticks (field 22 of /proc/PID/stat), None if gone.
 

@@ -105,15 +105,6 @@ def _popen_user(account: pwd.struct_passwd | None) -> dict[str, object]:
 
 
 
-
-def _answers(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
 @dataclass
 class _Server:
     """What every private server shares: its directory, port, process and log."""

@@ -11,7 +11,7 @@ import json
 import signal
 
 from prodx.lab.framework import Needs, Scenario, profile_toml
-from prodx.lab.sandbox import LabError, Sandbox
+from prodx.lab.sandbox import LabError, Sandbox, wait_port
 from prodx.lab.scenarios.common import child_python
 from prodx.lab.services import PostgresInstance, _run_as, find_postgres_bindir, free_port, postgres_unmet
 from prodx.lab.webstack import find_nginx
@@ -109,15 +109,15 @@ class PortConflict(Scenario):
         self.argv = [self.nginx, "-p", f"{sb.root}/", "-c", str(self.conf), "-e", str(self.error_log)]
         sb.run([*self.argv, "-t", "-q"])
         self.proc = sb.spawn([*self.argv, "-g", "daemon off;"], log="nginx.out")
-        _wait_listening(self.port, True)
+        wait_port(self.port, True)
         self.injected.append(f"nginx serves http://127.0.0.1:{self.port}/")
 
     def inject(self, sb: Sandbox) -> None:
         self.proc.send_signal(signal.SIGQUIT)  # graceful stop, as a restart does first
         self.proc.wait(timeout=15)
-        _wait_listening(self.port, False)
+        wait_port(self.port, False)
         squatter = sb.spawn([child_python(), "-I", "-c", _SQUAT, str(self.port)], log="squatter.out")
-        _wait_listening(self.port, True)
+        wait_port(self.port, True)
         start = sb.run([*self.argv, "-g", "daemon off;"], check=False, timeout_s=30)
         if start.returncode == 0:
             raise LabError("nginx started although its port is taken")
@@ -127,20 +127,4 @@ class PortConflict(Scenario):
     def profile(self, sb: Sandbox) -> str:
         return profile_toml(name=f"lab-{self.name}", user="root", logs=[str(self.error_log)], services=["nginx"])
 
-
-def _wait_listening(port: int, up: bool, timeout_s: float = 15.0) -> None:
-    import socket
-    import time
-
-    end = time.monotonic() + timeout_s
-    while time.monotonic() < end:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                if up:
-                    return
-        except OSError:
-            if not up:
-                return
-        time.sleep(0.05)
-    raise LabError(f"127.0.0.1:{port} did not {'open' if up else 'close'} within {timeout_s:.0f} s")
 
