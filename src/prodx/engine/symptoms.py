@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from difflib import SequenceMatcher
 from functools import lru_cache
 
+from prodx.engine.words import Lexicon, Vocabulary
 from prodx.kb.loader import FindingDef, KnowledgeBase
 from prodx.model import Finding, FindingState
 
@@ -51,10 +52,9 @@ _NEGATORS = frozenset(
 _FAILURE_NEGATORS = frozenset({"cannot", "can't", "couldn't", "unable"})
 #: Said after a symptom, these deny it ("swapping makes no sense", "DNS is not the problem").
 _POST_NEGATIONS = ("makes no sense", "not the problem", "not the cause", "not the issue", "ruled out", "is fine", "looks fine", "looks normal", "is normal")
-_SUFFIXES = ("ations", "ation", "ings", "ing", "ions", "ion", "ments", "ment", "edly", "ed", "es", "ly", "ers", "er", "s")
 _SENTENCE = re.compile(r"[;\n]|\.\s+|\.$|(?<=[a-z])\.(?=[A-Z])")
 _CLAUSE = re.compile(r",\s+|\s+(?:and|but|then|while|although|though|whereas)\s+")
-_WORD = re.compile(r"[a-z0-9][a-z0-9'/_.+=-]*[a-z0-9']|[a-z0-9]")
+_PLAIN = Vocabulary(Lexicon())
 _QUOTED = re.compile(r"\"([^\"]{4,})\"|(?:^|(?<=[\s:(\[]))'([^']{4,}?)'(?=[\s.,;:)\]]|$)")
 #: Words that may sit inside a phrase's span without breaking an in-order match.
 _SPAN_SLACK = 3
@@ -104,99 +104,124 @@ class Unmatched:
 
 
 def _words(text: str) -> list[str]:
-    """Lower-cased words; hyphenated and slashed words also give their parts.
+    """Plain lower-cased words (no lexicon terms): for the rewriting of numbers and times.
 
     >>> _words("Per-user limit: 512 processes; I/O error")
     ['per-user', 'per', 'user', 'limit', '512', 'processes', 'i/o', 'i', 'o', 'error']
     """
-    out: list[str] = []
-    for w in _WORD.findall(text.lower()):
-        out.append(w)
-        parts = [p for p in re.split(r"[-/]", w) if p]
-        if len(parts) > 1:
-            out.extend(parts)
-    return out
+    return _PLAIN.words(text)
 
 
 def _content(words: list[str]) -> list[str]:
     return [w for w in words if w not in _STOPWORDS]
 
 
-@lru_cache(maxsize=50_000)
-def _stem(word: str) -> str:
-    """A crude stem: common English suffixes, a final "e" and a doubled consonant removed.
+@dataclass(frozen=True)
+class _Words:
+    """A text cut into words, with each word's key (what it means) beside it."""
 
-    >>> [_stem(w) for w in ("restarting", "stopped", "processes", "process", "writes", "died", "deployment")]
-    ['restart', 'stop', 'process', 'process', 'writ', 'di', 'deploy']
-    """
-    for suffix in _SUFFIXES:
-        if word.endswith(suffix) and len(word) - len(suffix) >= 2 and not (suffix == "s" and word.endswith("ss")):
-            word = word[: -len(suffix)]
-            break
-    if len(word) > 3 and word[-1] == word[-2] and word[-1] not in "aeiousl":
-        word = word[:-1]  # stopp-ed, runn-ing
-    return word[:-1] if len(word) > 3 and word.endswith("e") else word
+    words: tuple[str, ...]
+    keys: tuple[str, ...]
+
+    @property
+    def content(self) -> list[int]:
+        """Indexes of the words that carry meaning (stopwords left out, unless nothing else)."""
+        idx = [i for i, w in enumerate(self.words) if w not in _STOPWORDS]
+        return idx or list(range(len(self.words)))
 
 
-@lru_cache(maxsize=200_000)
-def _same_word(a: str, b: str) -> bool:
-    """Equal, the same stem (login/logins, kill/killed, write/writing), or a small typo.
+class _Matcher:
+    """Phrase matching under one vocabulary: two words match when they mean the same thing
+    (same key: login/logins, failure/fails, RAM/memory) or one is a small typo of the other."""
 
-    >>> _same_word("killing", "killed"), _same_word("time", "timeout"), _same_word("nearly", "linearly")
-    (True, False, False)
-    """
-    if a == b:
-        return True
-    if len(a) < 3 or len(b) < 3 or a[0] != b[0] or not (a[0].isalpha() and b[0].isalpha()):
-        return False
-    if _stem(a) == _stem(b):
-        return True
-    if min(len(a), len(b)) < 6 or abs(len(a) - len(b)) > 1:
-        return False
-    return SequenceMatcher(None, a, b).ratio() >= 0.85
+    def __init__(self, vocabulary: Vocabulary) -> None:
+        self.vocabulary = vocabulary
+        self._typo: dict[tuple[str, str], bool] = {}
+        self._cut: dict[str, _Words] = {}
 
-
-def _match_loose(phrase_words: list[str], clause_words: list[str]) -> tuple[int, int] | None:
-    """First and last clause index of the matched words if every content word of the
-    phrase is present, in any order; None otherwise."""
-    wanted = _content(phrase_words) or phrase_words
-    positions = []
-    for w in wanted:
-        hit = next((i for i, c in enumerate(clause_words) if _same_word(w, c)), None)
+    def cut(self, text: str) -> _Words:
+        hit = self._cut.get(text)
         if hit is None:
-            return None
-        positions.append(hit)
-    return min(positions), max(positions)
+            words = tuple(self.vocabulary.words(text))
+            hit = _Words(words, tuple(self.vocabulary.key(w) for w in words))
+            if len(self._cut) < 50_000:
+                self._cut[text] = hit
+        return hit
 
+    def words(self, text: str) -> list[str]:
+        return list(self.cut(text).words)
 
-def _match_tight(phrase_words: list[str], words: list[str]) -> tuple[int, int] | None:
-    """The span where the phrase's content words appear in order with little in between.
+    def _is_typo(self, a: str, b: str) -> bool:
+        """A small typo of a long word ("synchronsied" for "synchronised")."""
+        if a[0] != b[0] or min(len(a), len(b)) < 6 or abs(len(a) - len(b)) > 1 or not a[0].isalpha():
+            return False
+        hit = self._typo.get((a, b))
+        if hit is None:
+            hit = self._typo[(a, b)] = SequenceMatcher(None, a, b).ratio() >= 0.85
+        return hit
 
-    >>> _match_tight(["disk", "quota", "exceeded"], "write failed: disk quota was exceeded".split())
-    (2, 5)
-    >>> _match_tight(["disk", "full"], "the disk of the backup server was never full".split()) is None
-    True
-    """
-    wanted = _content(phrase_words) or phrase_words
-    for start, w in enumerate(words):
-        if not _same_word(wanted[0], w):
-            continue
-        pos, ok = start, True
-        for nxt in wanted[1:]:
-            limit = min(len(words), pos + 2 + _SPAN_SLACK)
-            hit = next((i for i in range(pos + 1, limit) if _same_word(nxt, words[i])), None)
+    def same_word(self, a: str, b: str) -> bool:
+        """Equal, the same key, or a small typo of a long word.
+
+        >>> m = _Matcher(Vocabulary(Lexicon()))
+        >>> m.same_word("killing", "killed"), m.same_word("time", "timeout"), m.same_word("nearly", "linearly")
+        (True, False, False)
+        """
+        key = self.vocabulary.key
+        return a == b or (len(a) >= 3 and len(b) >= 3 and key(a) == key(b)) or self._is_typo(a, b)
+
+    def _hits(self, phrase: _Words, i: int, text: _Words, lo: int = 0, hi: int | None = None) -> int | None:
+        """The first index in text[lo:hi] whose word means phrase word ``i``."""
+        want_key, want = phrase.keys[i], phrase.words[i]
+        stop = len(text.words) if hi is None else min(hi, len(text.words))
+        short = len(want) < 3
+        for j in range(lo, stop):
+            w = text.words[j]
+            if w == want or (not short and len(w) >= 3 and text.keys[j] == want_key) or self._is_typo(want, w):
+                return j
+        return None
+
+    def match_loose(self, phrase: _Words, text: _Words) -> tuple[int, int] | None:
+        """First and last text index of the matched words if every content word of the
+        phrase is present, in any order; None otherwise."""
+        positions = []
+        for i in phrase.content:
+            hit = self._hits(phrase, i, text)
             if hit is None:
-                ok = False
-                break
-            pos = hit
-        if ok:
-            return start, pos
-    return None
+                return None
+            positions.append(hit)
+        return min(positions), max(positions)
 
+    def match_tight(self, phrase: _Words, text: _Words) -> tuple[int, int] | None:
+        """The span where the phrase's content words appear in order with little in between.
 
-def _score(phrase_words: list[str], clause_words: list[str]) -> float:
-    wanted = _content(phrase_words) or phrase_words
-    return sum(any(_same_word(w, c) for c in clause_words) for w in wanted) / len(wanted)
+        >>> m = _Matcher(Vocabulary(Lexicon()))
+        >>> m.match_tight(m.cut("disk quota exceeded"), m.cut("write failed: disk quota was exceeded"))
+        (2, 5)
+        >>> m.match_tight(m.cut("disk full"), m.cut("the disk of the backup server was never full")) is None
+        True
+        """
+        wanted = phrase.content
+        start = self._hits(phrase, wanted[0], text)
+        while start is not None:
+            pos, ok = start, True
+            for i in wanted[1:]:
+                hit = self._hits(phrase, i, text, pos + 1, pos + 2 + _SPAN_SLACK)
+                if hit is None:
+                    ok = False
+                    break
+                pos = hit
+            if ok:
+                return start, pos
+            start = self._hits(phrase, wanted[0], text, start + 1)
+        return None
+
+    def match(self, phrase: _Words, text: _Words, loose: bool) -> tuple[int, int] | None:
+        return (self.match_loose if loose else self.match_tight)(phrase, text)
+
+    def score(self, phrase: _Words, text: _Words) -> float:
+        wanted = phrase.content
+        return sum(self._hits(phrase, i, text) is not None for i in wanted) / len(wanted)
 
 
 def _negated(clause_words: list[str], span: tuple[int, int], phrase_words: list[str]) -> bool:
@@ -367,49 +392,54 @@ def quoted(text: str) -> list[str]:
 # --- matching -----------------------------------------------------------------------------------
 
 
-def _symptom_defs(kb: KnowledgeBase) -> list[FindingDef]:
-    return [f for f in kb.findings.values() if f.is_symptom]
+def _matchable_defs(kb: KnowledgeBase) -> list[FindingDef]:
+    """Every finding a person's words can state: the symptoms, and the probe findings whose
+    fact an operator may have measured himself ("df -i shows 100 %")."""
+    return [f for f in kb.findings.values() if f.phrases]
+
+
+@lru_cache(maxsize=8)
+def _matcher(lexicon: Lexicon) -> _Matcher:
+    return _Matcher(Vocabulary(lexicon))
 
 
 @dataclass(frozen=True)
 class _Phrases:
-    """A symptom's phrases and negations, already split into words."""
+    """A finding's phrases and negations, already cut into words."""
 
     fid: str
-    phrases: tuple[tuple[str, ...], ...]
-    negations: tuple[tuple[str, ...], ...]
+    phrases: tuple[_Words, ...]
+    negations: tuple[_Words, ...]
 
 
-def _compile(defs: list[FindingDef]) -> list[_Phrases]:
-    return [
-        _Phrases(
-            d.id,
-            tuple(tuple(_words(p)) for p in d.phrases if _words(p)),
-            tuple(tuple(_words(n)) for n in d.negations if _words(n)),
-        )
-        for d in defs
-    ]
+def _compile(defs: list[FindingDef], m: _Matcher) -> list[_Phrases]:
+    out = []
+    for d in defs:
+        phrases = tuple(w for w in map(m.cut, d.phrases) if w.words)
+        negations = tuple(w for w in map(m.cut, d.negations) if w.words)
+        out.append(_Phrases(d.id, phrases, negations))
+    return out
 
 
-def _negation_hit(neg: tuple[str, ...], words: list[str], loose: bool) -> bool:
-    if " ".join(neg) in " ".join(words):
+def _negation_hit(neg: _Words, text: _Words, loose: bool, m: _Matcher) -> bool:
+    if " ".join(neg.words) in " ".join(text.words):
         return True
-    if (_match_loose if loose else _match_tight)(list(neg), words) is None:
+    if m.match(neg, text, loose) is None:
         return False
     # A negation phrase that says "no"/"not" only counts where the text says it too.
-    return not any(w in _NEGATORS for w in neg) or any(w in _NEGATORS for w in words)
+    return not any(w in _NEGATORS for w in neg.words) or any(w in _NEGATORS for w in text.words)
 
 
-def _match_words(words: list[str], compiled: list[_Phrases], loose: bool) -> dict[str, FindingState]:
+def _match_words(text: _Words, compiled: list[_Phrases], loose: bool, m: _Matcher) -> dict[str, FindingState]:
     found: dict[str, FindingState] = {}
     for sym in compiled:
-        if any(_negation_hit(neg, words, loose) for neg in sym.negations):
+        if any(_negation_hit(neg, text, loose, m) for neg in sym.negations):
             found[sym.fid] = FindingState.ABSENT
             continue
-        for pwords in sym.phrases:
-            span = (_match_loose if loose else _match_tight)(list(pwords), words)
+        for phrase in sym.phrases:
+            span = m.match(phrase, text, loose)
             if span is not None:
-                negated = _negated(words, span, list(pwords))
+                negated = _negated(list(text.words), span, list(phrase.words))
                 found[sym.fid] = FindingState.ABSENT if negated else FindingState.PRESENT
                 break
     return found
@@ -419,19 +449,19 @@ def _sentences(text: str) -> list[str]:
     return [s.strip() for s in _SENTENCE.split(text) if s and s.strip()]
 
 
-def _match_text(text: str, compiled: list[_Phrases]) -> tuple[dict[str, FindingState], list[str]]:
-    """Every symptom one text names (later clauses win), and its clauses that named none."""
+def _match_text(text: str, compiled: list[_Phrases], m: _Matcher) -> tuple[dict[str, FindingState], list[str]]:
+    """Every finding one text names (later clauses win), and its clauses that named none."""
     found: dict[str, FindingState] = {}
     leftovers: list[str] = []
     for sentence in _sentences(text):
-        sentence_hits = _match_words(_words(sentence), compiled, loose=False)
+        sentence_hits = _match_words(m.cut(sentence), compiled, False, m)
         extra = [*quoted(sentence), *errno_texts(sentence), *http_codes(sentence), *quantities(sentence), *time_anchors(sentence)]
         for piece in extra:
-            sentence_hits.update(_match_words(_words(piece), compiled, loose=True))
+            sentence_hits.update(_match_words(m.cut(piece), compiled, True, m))
         found.update(sentence_hits)
         clauses = [c.strip() for c in _CLAUSE.split(sentence) if c and c.strip()]
         for clause in clauses:
-            hits = _match_words(_words(clause), compiled, loose=True)
+            hits = _match_words(m.cut(clause), compiled, True, m)
             if not hits and not (len(clauses) == 1 and sentence_hits):
                 leftovers.append(clause)
             found.update(hits)
@@ -439,27 +469,30 @@ def _match_text(text: str, compiled: list[_Phrases]) -> tuple[dict[str, FindingS
 
 
 def nearest(text: str, kb: KnowledgeBase, limit: int = 3) -> tuple[str, ...]:
-    """The symptom ids whose phrases share most words with ``text``."""
-    words = _words(text)
+    """The finding ids whose phrases share most words with ``text``."""
+    m = _matcher(kb.lexicon)
+    words = m.cut(text)
     scored = []
-    for fdef in _symptom_defs(kb):
-        best = max((_score(_words(p), words) for p in fdef.phrases), default=0.0)
+    for fdef in _matchable_defs(kb):
+        best = max((m.score(m.cut(p), words) for p in fdef.phrases if m.cut(p).words), default=0.0)
         if best > 0:
             scored.append((-best, fdef.id))
     return tuple(fid for _s, fid in sorted(scored)[:limit])
 
 
 def match_symptoms(texts: list[str], kb: KnowledgeBase) -> tuple[list[Finding], list[Unmatched]]:
-    """Findings for every symptom the texts name, and the texts (or clauses) that named none.
+    """Findings for everything the texts state, and the texts (or clauses) that stated nothing
+    known.
 
-    An empty list of findings means no text named a known symptom; each such text is then in
-    the unmatched list with its nearest symptoms.
+    An empty list of findings means no text named a known symptom or fact; each such text is
+    then in the unmatched list with its nearest findings.
     """
-    compiled = _compile(_symptom_defs(kb))
+    m = _matcher(kb.lexicon)
+    compiled = _compile(_matchable_defs(kb), m)
     states: dict[str, tuple[FindingState, str]] = {}
     unmatched: list[Unmatched] = []
     for text in texts:
-        found, leftovers = _match_text(text, compiled)
+        found, leftovers = _match_text(text, compiled, m)
         for fid, state in found.items():
             states[fid] = (state, text)
         if not found:

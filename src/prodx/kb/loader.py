@@ -1,7 +1,7 @@
 """Loads the knowledge base: findings, log signatures and conditions, validated by schema.
 
 Reads ``data/findings/*.yaml`` (or one ``findings.yaml``), ``data/signatures/*.yaml`` (or one
-``signatures.yaml``), ``hogs.yaml``, ``locations.yaml`` and ``data/conditions/*.yaml`` from the
+``signatures.yaml``), ``hogs.yaml``, ``locations.yaml``, ``lexicon.yaml`` and ``data/conditions/*.yaml`` from the
 package, then the same layout from each ``--kb DIR`` (a site's condition replaces a shipped one
 of the same id). Any error names the file, the line and the field.
 """
@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from prodx.engine.words import Lexicon, stem
 
 DATA_DIR = Path(__file__).parent / "data"
 SCHEMA_DIR = Path(__file__).parent / "schema"
@@ -90,6 +92,8 @@ class KnowledgeBase:
     hogs: list[dict[str, Any]] = field(default_factory=list)
     locations: dict[str, list[str]] = field(default_factory=lambda: {"service_logs": [], "system_logs": [], "kernel_logs": []})
     sources: list[str] = field(default_factory=list)
+    #: The operators' words that mean one thing (symptom understanding).
+    lexicon: Lexicon = field(default_factory=Lexicon)
 
     def chain(self, condition_id: str) -> list[str]:
         """The refinement chain from ``condition_id`` up to its most general ancestor."""
@@ -193,6 +197,27 @@ def _condition_def(entry: dict[str, Any], source: Path) -> ConditionDef:
     )
 
 
+def _lexicon(path: Path, before: Lexicon) -> Lexicon:
+    """One lexicon file, checked: every term compiles, no word sits in two synonym groups."""
+    import re
+
+    data = load_yaml(path, "lexicon") or {}
+    text = path.read_text(encoding="utf-8")
+    for pattern in data.get("terms", {}):
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise KBError(path, _line_of(text, ["terms", pattern]), f"terms.{pattern}", f"not a valid regex: {exc}") from exc
+    owner = {stem(w): (-1, g[0]) for g in before.synonyms for w in g}
+    for i, group in enumerate(data.get("synonyms", [])):
+        for word in group:
+            seen = owner.setdefault(stem(word), (i, group[0]))
+            if seen[1] != group[0]:
+                raise KBError(path, _line_of(text, ["synonyms", i]), f"synonyms[{i}]",
+                              f"{word!r} is already a synonym of {seen[1]!r}: a word can mean one thing only")
+    return Lexicon.from_data(data.get("terms", {}), data.get("synonyms", []))
+
+
 def _data_files(directory: Path, name: str) -> list[Path]:
     """``NAME.yaml`` and every ``NAME/*.yaml`` in ``directory``, in name order."""
     single = directory / f"{name}.yaml"
@@ -212,6 +237,9 @@ def _load_dir(kb: KnowledgeBase, directory: Path, *, shipped: bool) -> None:
     if locations_file.exists():
         for key, paths in load_yaml(locations_file, "locations").items():
             kb.locations[key] += [p for p in paths if p not in kb.locations[key]]
+    lexicon_file = directory / "lexicon.yaml"
+    if lexicon_file.exists():
+        kb.lexicon = kb.lexicon.merged(_lexicon(lexicon_file, kb.lexicon))
     hogs_file = directory / "hogs.yaml"
     if hogs_file.exists():
         kb.hogs.extend(load_yaml(hogs_file, "hogs"))
