@@ -69,28 +69,39 @@ class Outcome:
         return out
 
 
+NONE_ID = "none-of-the-known"
+
+
 def score(doc: Mapping[str, Any], accepted: Sequence[str]) -> dict[str, Any]:
     """Leader, its probability, the ranking and the 1-based rank of the first accepted condition
     (None when no accepted one is in the differential) of a ``prodx.diagnosis/1`` document.
+
+    "None of the known conditions" takes its place in the ranking by its probability: where it
+    outranks the right condition, prodx did not name it; for a cause the KB does not know
+    (``other``) it is the right answer.
 
     >>> doc = {"differential": [{"condition": "disk-full", "probability": 0.6},
     ...                         {"condition": "log-growth", "probability": 0.3}],
     ...        "none_of_the_known": 0.1}
     >>> s = score(doc, ["log-growth"])
     >>> s["leader"], s["probability"], s["rank"], s["ranking"]
-    ('disk-full', 0.6, 2, ('disk-full', 'log-growth'))
+    ('disk-full', 0.6, 2, ('disk-full', 'log-growth', 'none-of-the-known'))
+    >>> score({"differential": [{"condition": "disk-full", "probability": 0.2}], "none_of_the_known": 0.7},
+    ...       ["none-of-the-known"])["rank"]
+    1
     >>> score({"differential": []}, ["x"])["rank"] is None
     True
     """
-    diff = list(doc.get("differential") or [])
-    ranking = tuple(str(d["condition"]) for d in diff)
-    rank = next((i for i, cid in enumerate(ranking, 1) if cid in accepted), None)
-    probabilities = {str(d["condition"]): float(d["probability"]) for d in diff}
+    rows = [(str(d["condition"]), float(d["probability"])) for d in doc.get("differential") or []]
     if doc.get("none_of_the_known") is not None:
-        probabilities["none-of-the-known"] = float(doc["none_of_the_known"])
-    lead = diff[0] if diff else {}
+        rows.append((NONE_ID, float(doc["none_of_the_known"])))
+    rows.sort(key=lambda r: -r[1])  # stable: the report's order among equals
+    ranking = tuple(cid for cid, _p in rows)
+    rank = next((i for i, cid in enumerate(ranking, 1) if cid in accepted), None)
+    probabilities = dict(rows)
+    lead = rows[0] if rows else ("", 0.0)
     present = tuple(sorted(f["id"] for f in doc.get("findings") or () if f.get("state") == "present"))
-    return {"leader": str(lead.get("condition", "")), "probability": float(lead.get("probability", 0.0)),
+    return {"leader": lead[0], "probability": lead[1],
             "ranking": ranking, "rank": rank, "probabilities": probabilities, "present": present}
 
 
@@ -236,8 +247,9 @@ class Case:
 
     @property
     def accepted(self) -> tuple[str, ...]:
-        """The ids that score: the root cause (unless "other") and the acceptable alternates."""
-        head = () if self.root_cause == "other" else (self.root_cause,)
+        """The ids that score: the root cause ("none of the known conditions" for ``other``)
+        and the acceptable alternates."""
+        head = (NONE_ID,) if self.root_cause == "other" else (self.root_cause,)
         return head + tuple(a for a in self.alternates if a not in head)
 
 
@@ -247,7 +259,7 @@ def parse_case(data: Mapping[str, Any], fallback_id: str = "") -> Case:
     >>> c = parse_case({"id": "9", "symptoms": ["a"], "root_cause": "other",
     ...                 "acceptable_alternates": ["cpu-saturation"]})
     >>> c.accepted, c.observations
-    (('cpu-saturation',), ())
+    (('none-of-the-known', 'cpu-saturation'), ())
     """
     return Case(
         id=str(data.get("id") or fallback_id),
@@ -321,17 +333,21 @@ def outcome_table(outcomes: Sequence[Outcome]) -> str:
     return "\n".join(lines)
 
 
-def summary_lines(title: str, s: Summary, *, timed: bool) -> list[str]:
+def summary_lines(title: str, s: Summary, *, timed: bool, names: bool = True) -> list[str]:
+    """The figures as printed lines; ``names=False`` counts the confident errors and failures
+    without naming them (the held-out half: its misses are not to be read)."""
     lines = [f"{title}: {s.scored} scored of {s.runs} runs ({s.runs - s.scored} cannot run here)",
              f"  top-1 accuracy  {s.top1}/{s.scored}  {s.pct(s.top1)}",
              f"  top-3 accuracy  {s.top3}/{s.scored}  {s.pct(s.top3)}",
              f"  led right with P >= {LIKELY_P}  {s.likely_right}/{s.scored}  {s.pct(s.likely_right)}"]
     if timed:
         lines.append("  median time to diagnosis  " + ("n/a" if s.median_s is None else f"{s.median_s:.2f} s"))
+    def listed(items: tuple[str, ...]) -> str:
+        return (", ".join(items) if names else f"{len(items)} (names with --show-heldout)") if items else "none"
+
     if s.failed:
-        lines.append(f"  prodx gave no diagnosis (counted as misses): {', '.join(s.failed)}")
-    lines.append(f"  wrong leader with P >= {CONFIDENT_WRONG_P}: "
-                 + (", ".join(s.confident_wrong) if s.confident_wrong else "none"))
+        lines.append(f"  prodx gave no diagnosis (counted as misses): {listed(s.failed)}")
+    lines.append(f"  wrong leader with P >= {CONFIDENT_WRONG_P}: {listed(s.confident_wrong)}")
     return lines
 
 

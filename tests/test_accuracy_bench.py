@@ -66,7 +66,7 @@ def test_summary_confident_wrong_leader_is_flagged(lib):
 
 
 def test_calibration_bands_count_right_and_wrong_per_band(lib):
-    rows = [lib.outcome("lab", str(i), "p", ("x",), _doc((lead, p), none=1 - p))
+    rows = [lib.outcome("lab", str(i), "p", ("x",), _doc((lead, p), none=(1 - p) / 4))
             for i, (lead, p) in enumerate([("x", 0.3), ("y", 0.4), ("x", 0.55), ("x", 0.75), ("y", 0.8),
                                            ("x", 0.95), ("x", 1.0)])]
     bands = lib.calibration(rows)
@@ -89,16 +89,23 @@ def test_brier_multiclass_counts_accepted_as_one_class_and_unreported_mass(lib):
     assert lib.brier_multiclass([row]) == pytest.approx(0.4 ** 2 + 0.2 ** 2 + 0.1 ** 2 + 0.1 ** 2)
 
 
-def test_case_with_other_root_cause_scores_only_alternates(lib, tmp_path):
+def test_case_with_other_root_cause_scores_none_of_the_known_and_alternates(lib, tmp_path):
     (tmp_path / "001-a.yaml").write_text(
         "id: 001-a\nsymptoms: [CPU at 100 %]\nobservations: [a process named kswapd0]\n"
         "root_cause: other\nacceptable_alternates: [runaway-process]\n", encoding="utf-8")
     (tmp_path / "002-b.yaml").write_text("id: 002-b\nsymptoms: [x]\nroot_cause: other\n", encoding="utf-8")
     first, second = lib.load_cases(tmp_path)
-    assert first.accepted == ("runaway-process",)
+    assert first.accepted == ("none-of-the-known", "runaway-process")
     assert lib.case_argv(first)[-4:] == ["--symptom", "CPU at 100 %", "--symptom", "a process named kswapd0"]
-    row = lib.outcome("case", second.id, "-", second.accepted, _doc(("runaway-process", 0.7), none=0.3))
-    assert (second.accepted, row.top1, row.top3) == ((), False, False)
+    named = lib.outcome("case", second.id, "-", second.accepted, _doc(("runaway-process", 0.7), none=0.3))
+    assert (second.accepted, named.top1, named.top3) == (("none-of-the-known",), False, True)
+    unnamed = lib.outcome("case", second.id, "-", second.accepted, _doc(("runaway-process", 0.3), none=0.7))
+    assert (unnamed.leader, unnamed.top1) == ("none-of-the-known", True)
+
+
+def test_score_none_of_the_known_above_the_right_condition_costs_it_a_rank(lib):
+    row = lib.outcome("case", "a", "-", ("disk-full",), _doc(("disk-full", 0.2), ("memory-oom", 0.1), none=0.6))
+    assert (row.leader, row.rank, row.top1, row.top3) == ("none-of-the-known", 2, False, True)
 
 
 def test_accuracy_cases_only_on_a_small_case_folder_prints_figures_and_json(tmp_path):
@@ -112,4 +119,5 @@ def test_accuracy_cases_only_on_a_small_case_folder_prints_figures_and_json(tmp_
                            "--json", str(out_json)], capture_output=True, text=True, timeout=120, check=True)
     assert "top-3 accuracy  1/1  100.0 %" in proc.stdout
     doc = json.loads(out_json.read_text())
-    assert doc["cases"]["rows"][0]["name"] == "001-full" and doc["cases"]["top3"] == 1
+    assert doc["cases"]["rows"][0]["name"] == "001-full"
+    assert doc["cases"]["symptoms+observations"]["top3"] == 1 and doc["cases"]["symptoms only"]["top3"] == 1
