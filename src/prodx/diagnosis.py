@@ -131,6 +131,17 @@ def build_target_with_sources(
     return target, sources
 
 
+def merge_reported(measured: list[Finding], reported: list[Finding]) -> list[Finding]:
+    """Every finding once, sorted by id: what a probe measured (present or absent) wins over
+    what a person said of the same fact; what they said fills what the probes left unknown."""
+    by_id = {f.id: f for f in measured}
+    for f in reported:
+        known = by_id.get(f.id)
+        if known is None or known.state is FindingState.UNKNOWN:
+            by_id[f.id] = f
+    return sorted(by_id.values(), key=lambda f: f.id)
+
+
 def _discover(host: Host) -> Discovery:
     from prodx.discovery import discover
 
@@ -164,7 +175,7 @@ def diagnose(options: DiagnoseOptions, host: Host | None = None, kb: KnowledgeBa
         ctx = ProbeContext(host, target, kb, write_test=options.write_test)
         ctx.seed("discovery", found)
         probe_findings, runs = run_probes(all_probes(), ctx, options.deadline_s)
-    findings = sorted(probe_findings + symptom_findings, key=lambda f: f.id)
+    findings = merge_reported(probe_findings, symptom_findings)
     states = {f.id: f.state for f in findings}
     differential = rank(kb, states)
     tests = next_tests(kb, observed_states(states), _probe_candidates(kb, states))

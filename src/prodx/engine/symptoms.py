@@ -30,6 +30,7 @@ Text that maps to nothing is returned with the nearest known symptoms, never dro
 from __future__ import annotations
 
 import errno
+import itertools
 import os
 import re
 from dataclasses import dataclass
@@ -50,19 +51,42 @@ _NEGATORS = frozenset(
 )
 # "can't"/"cannot" usually describe the failure itself ("can't log in"), not its absence.
 _FAILURE_NEGATORS = frozenset({"cannot", "can't", "couldn't", "unable"})
+#: A negator before one of these words is the failure's own wording ("certificate is not
+#: valid (host name mismatch)", "file not found"), not a denial of the symptom.
+_FAILURE_ADJECTIVES = frozenset(
+    "valid trusted secure private found available allowed permitted writable writeable readable known "
+    "reachable accessible supported responding recognized recognised authorized authorised".split()
+)
 #: Said after a symptom, these deny it ("swapping makes no sense", "DNS is not the problem").
 _POST_NEGATIONS = ("makes no sense", "not the problem", "not the cause", "not the issue", "ruled out", "is fine", "looks fine", "looks normal", "is normal")
 _SENTENCE = re.compile(r"[;\n]|\.\s+|\.$|(?<=[a-z])\.(?=[A-Z])")
 _CLAUSE = re.compile(r",\s+|\s+(?:and|but|then|while|although|though|whereas)\s+")
 _PLAIN = Vocabulary(Lexicon())
 _QUOTED = re.compile(r"\"([^\"]{4,})\"|(?:^|(?<=[\s:(\[]))'([^']{4,}?)'(?=[\s.,;:)\]]|$)")
-#: Words that may sit inside a phrase's span without breaking an in-order match.
-_SPAN_SLACK = 3
+#: Words that may sit among a phrase's words, in order or not ("the error came from the
+#: server" is "server error"; "the server printed a complaint about a bus error" is not): one
+#: per content word beyond the first, at most three, so two common words must stand close.
+_MAX_SLACK = 3
+
+
+def _slack(content_words: int) -> int:
+    return min(_MAX_SLACK, max(1, content_words - 1))
+
+
+#: Words that do not count towards a span's length: they carry no meaning of their own.
+_FILLERS = _STOPWORDS | _NEGATORS | frozenset("do does did has have had will would can could should may might".split())
+
+
+def _spread(words: tuple[str, ...], span: tuple[int, int]) -> int:
+    """How many meaningful words a span holds ("uploads do not fail" holds two)."""
+    return sum(1 for w in words[span[0] : span[1] + 1] if w not in _FILLERS)
 
 _ERRNO_NUMBER = re.compile(
     r"\b(?:errno|errcode|error code|os error|error)\s*[:=#]?\s*-?(\d{1,3})\b(?![.,]\d)"
     r"|\((\d{1,3}):\s"
-    r"|\[errno (\d{1,3})\]",
+    r"|\[errno (\d{1,3})\]"
+    # "Can't connect to MySQL server on 'db' (13)": an errno in parentheses after a failure
+    r"|(?:fail|failed|error|denied|can't|cannot|could not|couldn't|unable)\b[^()]{0,80}?\((\d{1,3})\)",
     re.IGNORECASE,
 )
 _ERRNO_NAME = re.compile(r"\bE[A-Z0-9]{2,14}\b")
@@ -91,7 +115,24 @@ _SUBJECTS = {
     "swap": "swap",
     "inode": "inode", "inodes": "inode", "iuse": "inode", "-i": "inode", "-ih": "inode",
     "disk": "disk", "used": "disk", "full": "disk", "filesystem": "disk", "partition": "disk", "df": "disk",
+    "st": "steal", "steal": "steal",
 }
+#: A row of df: "tmpfs 99M 99M 0 100% /run", "/dev/sda1 20G 12G 7.0G 63% /".
+_DF_ROW = re.compile(r"(?:^|[\s:;])(?:/dev/\S+|tmpfs|overlay|udev|none|\S+:/\S*)\s+[\d.,]+[kmgtp]?i?b?\s+[\d.,]+[kmgtp]?i?b?"
+                     r"\s+[\d.,]+[kmgtp]?i?b?\s+(\d{1,3})%", re.IGNORECASE)
+_WORD_NUMBERS = {"a few": 3, "few": 3, "several": 5, "two": 2, "three": 3, "four": 4, "five": 5, "ten": 10,
+                 "fifteen": 15, "twenty": 20, "thirty": 30, "sixty": 60}
+#: "takes 10-20 seconds to return", "up to five minutes to load": a wait a person measured.
+_DURATION = re.compile(
+    r"\b(\d+(?:\.\d+)?|a few|few|several|two|three|four|five|ten|fifteen|twenty|thirty|sixty)"
+    r"(?:\s*(?:-|to)\s*\d+(?:\.\d+)?)?\s*(s|secs?|seconds?|mins?|minutes?)\b",
+    re.IGNORECASE,
+)
+_WAIT_WORDS = re.compile(r"\b(?:load|loads|loading|respond|responds|response|return|returns|answer|answers|take|takes|took|"
+                         r"wait|waits|waiting|latency|render|open|opens|serve|served|slow)\b", re.IGNORECASE)
+#: "2,903 screen processes", "387 copies of the script": how many of one thing run.
+_PROCESS_COUNT = re.compile(r"(?<![\w.])(\d{1,3}(?:,\d{3})+|\d+)\s+(?:[\w./-]+\s+){0,2}?"
+                            r"(?:processes|process copies|children|instances|copies)\b", re.IGNORECASE)
 _UNIT_FACTOR = {"k": 1, "m": 2, "g": 3, "t": 4}
 
 
@@ -181,16 +222,45 @@ class _Matcher:
                 return j
         return None
 
+    @staticmethod
+    def _reach(text: _Words, pos: int, slack: int) -> int:
+        """The end (exclusive) of the window after ``pos`` that skips at most ``slack``
+        meaningful words."""
+        end, skipped = pos + 1, 0
+        while end < len(text.words):
+            if text.words[end] not in _FILLERS:
+                if skipped == slack:
+                    return end + 1
+                skipped += 1
+            end += 1
+        return end
+
     def match_loose(self, phrase: _Words, text: _Words) -> tuple[int, int] | None:
-        """First and last text index of the matched words if every content word of the
-        phrase is present, in any order; None otherwise."""
-        positions = []
-        for i in phrase.content:
-            hit = self._hits(phrase, i, text)
-            if hit is None:
+        """The narrowest span holding every content word of the phrase, in any order, if it is
+        at most ``_slack`` meaningful words longer than the phrase; None otherwise.
+
+        >>> m = _Matcher(Vocabulary(Lexicon()))
+        >>> m.match_loose(m.cut("server error"), m.cut("the error came from the server"))
+        (1, 5)
+        >>> m.match_loose(m.cut("uploads fail"), m.cut("uploads do not fail"))
+        (0, 3)
+        >>> m.match_loose(m.cut("server error"), m.cut("commands on the server print a complaint about access or a bus error")) is None
+        True
+        """
+        wanted = phrase.content
+        choices = []
+        for i in wanted:
+            hits = [j for j in range(len(text.words)) if self._hits(phrase, i, text, j, j + 1) is not None]
+            if not hits:
                 return None
-            positions.append(hit)
-        return min(positions), max(positions)
+            choices.append(hits)
+        best: tuple[int, int] | None = None
+        for combo in itertools.islice(itertools.product(*choices), 4096):
+            span = (min(combo), max(combo))
+            if best is None or span[1] - span[0] < best[1] - best[0]:
+                best = span
+        assert best is not None
+        return best if _spread(text.words, best) <= len(wanted) + _slack(len(wanted)) else None
 
     def match_tight(self, phrase: _Words, text: _Words) -> tuple[int, int] | None:
         """The span where the phrase's content words appear in order with little in between.
@@ -206,7 +276,7 @@ class _Matcher:
         while start is not None:
             pos, ok = start, True
             for i in wanted[1:]:
-                hit = self._hits(phrase, i, text, pos + 1, pos + 2 + _SPAN_SLACK)
+                hit = self._hits(phrase, i, text, pos + 1, self._reach(text, pos, _slack(len(wanted))))
                 if hit is None:
                     ok = False
                     break
@@ -229,9 +299,12 @@ def _negated(clause_words: list[str], span: tuple[int, int], phrase_words: list[
     if any(w in _NEGATORS for w in phrase_words):
         return False  # the phrase carries its own negation ("login does not work")
     first, last = span
-    window = clause_words[max(0, first - 3) : last]
-    if any(w in _NEGATORS and w not in _FAILURE_NEGATORS for w in window):
-        return True
+    start = max(0, first - 3)
+    for k, w in enumerate(clause_words[start:last], start):
+        if w in _NEGATORS and w not in _FAILURE_NEGATORS:
+            following = clause_words[k + 1] if k + 1 < len(clause_words) else ""
+            if following not in _FAILURE_ADJECTIVES:
+                return True
     after = " ".join(clause_words[last + 1 : last + 7])
     return any(neg in after for neg in _POST_NEGATIONS)
 
@@ -249,6 +322,10 @@ def errno_texts(text: str) -> list[str]:
     >>> errno_texts("write failed: ENOSPC")
     ['no space left on device']
     >>> errno_texts("HTTP error 503")
+    []
+    >>> errno_texts("Can't connect to MySQL server on 'db.local' (13)")
+    ['permission denied']
+    >>> errno_texts("the job ran (24) times")
     []
     """
     out: list[str] = []
@@ -313,6 +390,16 @@ def quantities(sentence: str) -> list[str]:
     ['out of inodes']
     >>> quantities("/ has 0 bytes free")
     ['disk full']
+    >>> quantities("df -h looks fine: / at 21%, /var at 54%")
+    ['disk has space']
+    >>> quantities("pages suddenly take 10-20 seconds to return")
+    ['slow']
+    >>> quantities("ps shows 2,903 screen processes and 387 copies of the script")
+    ['many processes']
+    >>> quantities("top showed 95% steal (st)")
+    ['high steal']
+    >>> quantities("df: tmpfs  99M  99M  0  100% /run; /dev/sda1 20G 12G 7.0G 63% /")
+    ['disk full', 'disk has space']
     """
     out: list[str] = []
     lowered = sentence.lower()
@@ -320,7 +407,15 @@ def quantities(sentence: str) -> list[str]:
         numbers = [float(n) for n in _NUMBER.findall(m.group(1).split("%")[0])]
         if numbers and max(numbers) >= 5:
             out.append("high load")
-    words = lowered.replace("%", "% ").split()
+    df_rows = list(_DF_ROW.finditer(lowered))
+    for m in df_rows:
+        inodes = "inode" in lowered or "df -i" in lowered
+        out += _judge("inode" if inodes else "disk", float(m.group(1)), "")
+    if df_rows:
+        lowered_rest = _DF_ROW.sub(" ", lowered)
+    else:
+        lowered_rest = lowered
+    words = lowered_rest.replace("%", "% ").split()
     for i, w in enumerate(words):
         pm = _PERCENT.fullmatch(w.strip("(),;:~"))
         if not pm:
@@ -341,6 +436,13 @@ def quantities(sentence: str) -> list[str]:
     for m in _ZERO_FREE.finditer(sentence):
         near = lowered[max(0, m.start() - 60) : m.end() + 20].split()
         out.append("out of inodes" if any(_SUBJECTS.get(w.strip("(),:")) == "inode" for w in near) else "disk full")
+    for m in _DURATION.finditer(lowered):
+        amount = float(m.group(1)) if m.group(1)[0].isdigit() else _WORD_NUMBERS[m.group(1)]
+        seconds = amount * (60 if m.group(2).startswith("m") else 1)
+        if seconds >= 5 and _WAIT_WORDS.search(lowered[max(0, m.start() - 40) : m.end() + 30]):
+            out.append("slow")
+    if any(int(m.group(1).replace(",", "")) >= 100 for m in _PROCESS_COUNT.finditer(lowered)):
+        out.append("many processes")
     return list(dict.fromkeys(out))
 
 
@@ -358,7 +460,9 @@ def _judge(subject: str, pct: float, context: str) -> list[str]:
     if subject == "inode":
         return ["out of inodes"] if pct >= 98 else []
     if subject == "disk":
-        return ["disk full"] if pct >= 98 else []
+        return ["disk full"] if pct >= 98 else ["disk has space"] if pct <= 85 else []
+    if subject == "steal":
+        return ["high steal"] if pct >= 10 else []
     return []
 
 
@@ -395,7 +499,7 @@ def quoted(text: str) -> list[str]:
 def _matchable_defs(kb: KnowledgeBase) -> list[FindingDef]:
     """Every finding a person's words can state: the symptoms, and the probe findings whose
     fact an operator may have measured himself ("df -i shows 100 %")."""
-    return [f for f in kb.findings.values() if f.phrases]
+    return [f for f in kb.findings.values() if f.phrases or f.negations]
 
 
 @lru_cache(maxsize=8)
