@@ -553,9 +553,43 @@ def _sentences(text: str) -> list[str]:
     return [s.strip() for s in _SENTENCE.split(text) if s and s.strip()]
 
 
-def _match_text(text: str, compiled: list[_Phrases], m: _Matcher) -> tuple[dict[str, FindingState], list[str]]:
-    """Every finding one text names (later clauses win), and its clauses that named none."""
+#: The probes whose log signatures mean "a log holds this line": a person who pastes such a
+#: line states the same finding. (A crash loop or errors-after-a-change need more than one
+#: line, or a time, so their signatures are not statements.)
+_LINE_PROBES = frozenset({"logs.signatures", "logs.kernel", "net.log_errors"})
+
+
+@lru_cache(maxsize=8)
+def _line_signatures(signatures: tuple[tuple[str, str], ...]) -> tuple[tuple[re.Pattern[str], str], ...]:
+    return tuple((re.compile(pattern, re.IGNORECASE), fid) for pattern, fid in signatures)
+
+
+def signature_hits(text: str, kb: KnowledgeBase) -> dict[str, FindingState]:
+    """The log findings a text states by quoting a line the log probes would match (the KB's
+    signatures); a negator just before the line ("no 'Too many open files' any more") denies it.
+
+    >>> from prodx.kb.loader import load_kb
+    >>> signature_hits("kernel: Out of memory: Killed process 1234 (mysqld)", load_kb())
+    {'log.oom_kill': <FindingState.PRESENT: 'present'>}
+    >>> signature_hits('no "Too many open files" errors since the fix', load_kb())
+    {'log.too_many_open_files': <FindingState.ABSENT: 'absent'>}
+    """
+    pairs = tuple((sig["pattern"], sig["finding"]) for sig in kb.signatures
+                  if kb.findings.get(sig["finding"]) and kb.findings[sig["finding"]].probe in _LINE_PROBES)
     found: dict[str, FindingState] = {}
+    for pattern, fid in _line_signatures(pairs):
+        hit = pattern.search(text)
+        if hit is None or fid in found:
+            continue
+        before = _words(text[max(0, hit.start() - 30) : hit.start()])[-3:]
+        negated = any(w in _NEGATORS and w not in _FAILURE_NEGATORS for w in before)
+        found[fid] = FindingState.ABSENT if negated else FindingState.PRESENT
+    return found
+
+
+def _match_text(text: str, compiled: list[_Phrases], m: _Matcher, kb: KnowledgeBase) -> tuple[dict[str, FindingState], list[str]]:
+    """Every finding one text names (later clauses win), and its clauses that named none."""
+    found: dict[str, FindingState] = signature_hits(text, kb)
     leftovers: list[str] = []
     for sentence in _sentences(text):
         sentence_hits = _match_words(m.cut(sentence), compiled, False, m)
@@ -596,7 +630,7 @@ def match_symptoms(texts: list[str], kb: KnowledgeBase) -> tuple[list[Finding], 
     states: dict[str, tuple[FindingState, str]] = {}
     unmatched: list[Unmatched] = []
     for text in texts:
-        found, leftovers = _match_text(text, compiled, m)
+        found, leftovers = _match_text(text, compiled, m, kb)
         for fid, state in found.items():
             states[fid] = (state, text)
         if not found:
