@@ -74,7 +74,12 @@ def _slack(content_words: int) -> int:
 
 
 #: Words that do not count towards a span's length: they carry no meaning of their own.
-_FILLERS = _STOPWORDS | _NEGATORS | frozenset("do does did has have had will would can could should may might".split())
+_FILLERS = _STOPWORDS | _NEGATORS | frozenset(
+    "do does did has have had will would can could should may might "
+    "look looks looked seem seems seemed appear appears appeared became become becomes got gets "
+    "constantly always completely totally fully really quite almost nearly still just even "
+    "extremely suddenly again".split()
+)
 
 
 def _spread(words: tuple[str, ...], span: tuple[int, int]) -> int:
@@ -130,8 +135,21 @@ _DURATION = re.compile(
 )
 _WAIT_WORDS = re.compile(r"\b(?:load|loads|loading|respond|responds|response|return|returns|answer|answers|take|takes|took|"
                          r"wait|waits|waiting|latency|render|open|opens|serve|served|slow)\b", re.IGNORECASE)
+#: "the JSON log is 119 GB", "backups had taken over 100 GB": a size big enough to fill a disk,
+#: and the thing it is the size of.
+_SIZE = re.compile(r"(?<![\w.])(\d+(?:[.,]\d+)?)\s*([gt])i?b\b", re.IGNORECASE)
+_SIZE_SUBJECTS = (
+    (re.compile(r"\b(?:bin-?logs?|binary logs?|wal|pg_wal|pg_xlog|ibdata1?|database files?|mysql data)\b", re.I), "huge database files"),
+    (re.compile(r"\b(?:backups?|dumps?|archives?|snapshots|\.sql|\.tar|\.tgz)\b", re.I), "huge backups"),
+    (re.compile(r"\b(?:caches?|cache folder|cache directory|overlay2|docker images)\b", re.I), "huge cache"),
+    (re.compile(r"\b(?:logs?|log files?|syslog|journal|\S+\.log(?:\.\d+)?|/var/log\S*|json-file|catalina\.out)\b", re.I), "huge log file"),
+)
+#: "millions of files", "more than 160k files": how many files a folder holds.
+_FILE_COUNT = re.compile(r"(?:(\d[\d,.]*)\s*(k|m|million|thousand)?|(millions|hundreds of thousands))\s+(?:of\s+)?(?:small\s+|session\s+|cache\s+|tiny\s+)?files\b", re.I)
+#: "went from 6.2 GiB to 11.0 GiB": memory that grew.
+_FROM_TO = re.compile(r"\bfrom\s+(\d+(?:\.\d+)?)\s*([kmgt])i?b?\s+to\s+(\d+(?:\.\d+)?)\s*([kmgt])i?b?\b", re.I)
 #: "2,903 screen processes", "387 copies of the script": how many of one thing run.
-_PROCESS_COUNT = re.compile(r"(?<![\w.])(\d{1,3}(?:,\d{3})+|\d+)\s+(?:[\w./-]+\s+){0,2}?"
+_PROCESS_COUNT = re.compile(r"(?<![\w.])(\d{1,3}(?:,\d{3})+|\d+)\s+(?:[\w'\"./-]+\s+){0,2}?"
                             r"(?:processes|process copies|children|instances|copies)\b", re.IGNORECASE)
 _UNIT_FACTOR = {"k": 1, "m": 2, "g": 3, "t": 4}
 
@@ -400,6 +418,12 @@ def quantities(sentence: str) -> list[str]:
     ['high steal']
     >>> quantities("df: tmpfs  99M  99M  0  100% /run; /dev/sda1 20G 12G 7.0G 63% /")
     ['disk full', 'disk has space']
+    >>> quantities("The JSON log file backing the container is 119 GB")
+    ['huge log file']
+    >>> quantities("/var/lib/php5 contained millions of files; app/cache holds more than 160k files")
+    ['huge number of files']
+    >>> quantities("virtual memory went from 6.2 GiB to 11.0 GiB and never came down")
+    ['memory grows']
     """
     out: list[str] = []
     lowered = sentence.lower()
@@ -443,7 +467,32 @@ def quantities(sentence: str) -> list[str]:
             out.append("slow")
     if any(int(m.group(1).replace(",", "")) >= 100 for m in _PROCESS_COUNT.finditer(lowered)):
         out.append("many processes")
+    out += _sizes(lowered)
+    for m in _FILE_COUNT.finditer(lowered):
+        if m.group(3):
+            count = 1e6
+        else:
+            count = float(m.group(1).replace(",", "")) * {"k": 1e3, "thousand": 1e3, "m": 1e6, "million": 1e6}.get((m.group(2) or "").lower(), 1)
+        if count >= 100_000:
+            out.append("huge number of files")
+    for m in _FROM_TO.finditer(sentence):
+        before = float(m.group(1)) * 1024 ** _UNIT_FACTOR[m.group(2).lower()]
+        after = float(m.group(3)) * 1024 ** _UNIT_FACTOR[m.group(4).lower()]
+        if _subject(lowered[: m.start()].split()[-6:] + ["x"], 5) == "mem" and after >= 1.5 * before:
+            out.append("memory grows")
     return list(dict.fromkeys(out))
+
+
+def _sizes(lowered: str) -> list[str]:
+    """What a size of at least 1 GB is the size of: a log, backups, a cache, database files."""
+    out = []
+    for m in _SIZE.finditer(lowered):
+        amount = float(m.group(1).replace(",", "")) * (1024 if m.group(2).lower() == "t" else 1)
+        if amount < 1:
+            continue
+        window = lowered[max(0, m.start() - 80) : m.end() + 60]
+        out += [label for pattern, label in _SIZE_SUBJECTS if pattern.search(window)][:1]
+    return out
 
 
 def _judge(subject: str, pct: float, context: str) -> list[str]:
