@@ -95,6 +95,7 @@ _ERRNO_NUMBER = re.compile(
     re.IGNORECASE,
 )
 _ERRNO_NAME = re.compile(r"\bE[A-Z0-9]{2,14}\b")
+_CONNECT = re.compile(r"\bconnect(?:s|ing|ion|ions|ed)?\b|\bname_connect\b", re.IGNORECASE)
 _HTTP_CODE = re.compile(r"(?<![\d.,:/-])\b([45]\d\d)\b(?![.,:/]\d)(?!\s*%)")
 #: A number followed by one of these is a quantity, not an HTTP status.
 _UNITS = frozenset(
@@ -356,6 +357,19 @@ def errno_texts(text: str) -> list[str]:
         if isinstance(num, int) and errno.errorcode.get(num) == m.group(0):
             out.append(os.strerror(num).lower())
     return list(dict.fromkeys(out))
+
+
+def denied_connects(sentence: str) -> list[str]:
+    """``connect permission denied`` when a sentence pairs a connection with EACCES: the app's
+    outgoing connects are refused by a security policy, not by a file's mode.
+
+    >>> denied_connects("Can't connect to MySQL server on 'db.local' (13)")
+    ['connect permission denied']
+    >>> denied_connects("open(/var/www/x): failed to open stream: Permission denied")
+    []
+    """
+    denied = "permission denied" in errno_texts(sentence) or "permission denied" in sentence.lower()
+    return ["connect permission denied"] if denied and _CONNECT.search(sentence) else []
 
 
 def http_codes(text: str) -> list[str]:
@@ -642,7 +656,8 @@ def _match_text(text: str, compiled: list[_Phrases], m: _Matcher, kb: KnowledgeB
     leftovers: list[str] = []
     for sentence in _sentences(text):
         sentence_hits = _match_words(m.cut(sentence), compiled, False, m)
-        extra = [*quoted(sentence), *errno_texts(sentence), *http_codes(sentence), *quantities(sentence), *time_anchors(sentence)]
+        extra = [*quoted(sentence), *errno_texts(sentence), *denied_connects(sentence), *http_codes(sentence),
+                 *quantities(sentence), *time_anchors(sentence)]
         for piece in extra:
             sentence_hits.update(_match_words(m.cut(piece), compiled, True, m))
         found.update(sentence_hits)
