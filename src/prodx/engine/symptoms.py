@@ -47,7 +47,9 @@ _STOPWORDS = frozenset(
     "but our my we i us our they them their any just also very".split()
 )
 _NEGATORS = frozenset(
-    "no not never nothing without none cannot isn't doesn't didn't don't won't wasn't aren't".split()
+    "no not never nothing nothing's nobody none zero without neither nor cannot "
+    "isn't doesn't didn't don't won't wasn't aren't weren't haven't hasn't hadn't "
+    "isnt doesnt didnt dont wont wasnt arent werent havent hasnt hadnt".split()
 )
 # "can't"/"cannot" usually describe the failure itself ("can't log in"), not its absence.
 _FAILURE_NEGATORS = frozenset({"cannot", "can't", "couldn't", "unable"})
@@ -58,7 +60,10 @@ _FAILURE_ADJECTIVES = frozenset(
     "reachable accessible supported responding recognized recognised authorized authorised".split()
 )
 #: Said after a symptom, these deny it ("swapping makes no sense", "DNS is not the problem").
-_POST_NEGATIONS = ("makes no sense", "not the problem", "not the cause", "not the issue", "ruled out", "is fine", "looks fine", "looks normal", "is normal")
+_POST_NEGATIONS = ("makes no sense", "not the problem", "not the cause", "not the issue", "ruled out", "is fine", "looks fine",
+                   "looks normal", "is normal", "are normal", "are fine", "look fine", "look normal", "is ok", "are ok",
+                   "looks good", "look good", "is low", "are low", "is flat", "is stable", "stays stable", "near zero",
+                   "at zero", "is healthy", "are healthy", "is clean", "are clean", "works fine", "work fine")
 _SENTENCE = re.compile(r"[;\n]|\.\s+|\.$|(?<=[a-z])\.(?=[A-Z])")
 _CLAUSE = re.compile(r",\s+|\s+(?:and|but|then|while|although|though|whereas)\s+")
 _PLAIN = Vocabulary(Lexicon())
@@ -101,7 +106,8 @@ _HTTP_CODE = re.compile(r"(?<![\d.,:/-])\b([45]\d\d)\b(?![.,:/]\d)(?!\s*%)")
 _UNITS = frozenset(
     "processes process threads users clients connections requests ms s sec seconds minutes "
     "hours days mb gb kb tb mib gib kib bytes files inodes hits rps req lines rows items "
-    "packages jobs workers servers sockets ports errors times".split()
+    "packages jobs workers servers sockets ports errors times products orders people customers visitors "
+    "messages emails records entries posts tickets members sites domains ips hosts pages items".split()
 )
 _LOAD = re.compile(r"\bload(?:\s+average)?s?\b([^;]{0,60})", re.IGNORECASE)
 _NUMBER = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)(?![\w.]*[:/])")
@@ -121,8 +127,19 @@ _SUBJECTS = {
     "swap": "swap",
     "inode": "inode", "inodes": "inode", "iuse": "inode", "-i": "inode", "-ih": "inode",
     "disk": "disk", "used": "disk", "full": "disk", "filesystem": "disk", "partition": "disk", "df": "disk",
-    "st": "steal", "steal": "steal",
+    "st": "steal", "steal": "steal", "%steal": "steal",
+    "idle": "idle", "id": "idle", "%idle": "idle",
+    "util": "io", "%util": "io",
 }
+#: "st around 25-30", "the wa column is 40+", "%steal averaging 22": a vmstat/top/sar column
+#: named, then its value, without a percent sign.
+_COLUMN = re.compile(r"(?<![\w%])(%?steal|st|wa|%iowait|iowait|%idle|idle|%util)\b(?:\s+column)?[^\d%\n]{0,25}?(\d+(?:\.\d+)?)(?!\s*%)(?![\d.])", re.IGNORECASE)
+#: A CPU share above 100 % is one process using several cores ("mysqld at 390%").
+_PROCESS_SHARE = re.compile(r"(\d{3,4}(?:\.\d+)?)\s*%")
+#: "wc -l gives 350", "| wc -l: 2.3 million": a count someone took.
+_WC_COUNT = re.compile(r"wc -l\b[^\d\n]{0,30}?(\d[\d,.]*)\s*(million|m|k|thousand)?\b", re.IGNORECASE)
+#: "200G available", "20 GB free": space someone saw left.
+_FREE_AMOUNT = re.compile(r"(\d+(?:\.\d+)?)\s*([gt])i?b?\s+(?:still\s+)?(?:available|free|left)\b", re.IGNORECASE)
 #: A row of df: "tmpfs 99M 99M 0 100% /run", "/dev/sda1 20G 12G 7.0G 63% /".
 _DF_ROW = re.compile(r"(?:^|[\s:;])(?:/dev/\S+|tmpfs|overlay|udev|none|\S+:/\S*)\s+[\d.,]+[kmgtp]?i?b?\s+[\d.,]+[kmgtp]?i?b?"
                      r"\s+[\d.,]+[kmgtp]?i?b?\s+(\d{1,3})%", re.IGNORECASE)
@@ -396,7 +413,10 @@ def http_codes(text: str) -> list[str]:
 
 
 def _subject(words: list[str], at: int) -> str:
-    """The measured thing nearest to word index ``at`` (the words before count first)."""
+    """The measured thing nearest to word index ``at`` (the words before count first, but a
+    label right after the number names it: top's "95% us, 0% idle")."""
+    if at + 1 < len(words) and _SUBJECTS.get(words[at + 1].rstrip("%:,")):
+        return _SUBJECTS[words[at + 1].rstrip("%:,")]
     best: tuple[int, str] | None = None
     for i, w in enumerate(words):
         key = _SUBJECTS.get(w.rstrip("%:"))
@@ -438,9 +458,17 @@ def quantities(sentence: str) -> list[str]:
     ['huge number of files']
     >>> quantities("virtual memory went from 6.2 GiB to 11.0 GiB and never came down")
     ['memory grows']
+    >>> quantities("vmstat: st around 25-30; top shows 95% us, 0% idle")
+    ['high cpu', 'high steal']
+    >>> quantities("top sorted by %CPU: mysqld at 390%")
+    ['high cpu', 'process at 100% cpu']
+    >>> quantities("ps aux | grep celery | wc -l gives 350")
+    ['many processes']
+    >>> quantities('"No space left on device" while / shows 20G available')
+    ['df shows free']
     """
     out: list[str] = []
-    lowered = sentence.lower()
+    lowered = re.sub(r"(\d)\s*(?:percent|pct)\b", r"\1%", re.sub(r"(\d)\s+%", r"\1%", sentence.lower()))
     for m in _LOAD.finditer(lowered):
         numbers = [float(n) for n in _NUMBER.findall(m.group(1).split("%")[0])]
         if numbers and max(numbers) >= 5:
@@ -482,6 +510,19 @@ def quantities(sentence: str) -> list[str]:
     if any(int(m.group(1).replace(",", "")) >= 100 for m in _PROCESS_COUNT.finditer(lowered)):
         out.append("many processes")
     out += _sizes(lowered)
+    for m in _COLUMN.finditer(lowered):
+        out += _judge(_SUBJECTS.get(m.group(1).lower(), "io"), float(m.group(2)), "")
+    if re.search(r"%cpu|pcpu|\bcpu\b|\btop\b", lowered) and any(100 < float(m.group(1)) <= 6400 for m in _PROCESS_SHARE.finditer(lowered)):
+        out.append("process at 100% cpu")
+    for m in _WC_COUNT.finditer(lowered):
+        count = float(m.group(1).replace(",", "")) * {"k": 1e3, "thousand": 1e3, "m": 1e6, "million": 1e6}.get((m.group(2) or "").lower(), 1)
+        if re.search(r"\bps\b|pgrep|processes", lowered):
+            out += ["many processes"] if count >= 100 else []
+        elif count >= 100_000:
+            out.append("huge number of files")
+    for m in _FREE_AMOUNT.finditer(lowered):
+        if float(m.group(1)) >= 1:
+            out.append("df shows free" if re.search(r"no space left|enospc|disk (?:is )?full", lowered) else "disk has space")
     for m in _FILE_COUNT.finditer(lowered):
         if m.group(3):
             count = 1e6
@@ -526,6 +567,8 @@ def _judge(subject: str, pct: float, context: str) -> list[str]:
         return ["disk full"] if pct >= 98 else ["disk has space"] if pct <= 85 else []
     if subject == "steal":
         return ["high steal"] if pct >= 10 else []
+    if subject == "idle":
+        return ["high cpu"] if pct <= 10 else ["low cpu"] if pct >= 70 else []
     return []
 
 
@@ -591,10 +634,15 @@ def _compile(defs: list[FindingDef], m: _Matcher) -> list[_Phrases]:
 def _negation_hit(neg: _Words, text: _Words, loose: bool, m: _Matcher) -> bool:
     if " ".join(neg.words) in " ".join(text.words):
         return True
-    if m.match(neg, text, loose) is None:
+    span = m.match(neg, text, loose)
+    # An antonym must be said as it is: "logs are updating" is not "logs stopped updating".
+    if span is None or _spread(text.words, span) > len(neg.content):
         return False
-    # A negation phrase that says "no"/"not" only counts where the text says it too.
-    return not any(w in _NEGATORS for w in neg.words) or any(w in _NEGATORS for w in text.words)
+    if any(w in _NEGATORS for w in neg.words):
+        # A negation phrase that says "no"/"not" only counts where the text says it too.
+        return any(w in _NEGATORS for w in text.words)
+    # "the disk is not full" denies "disk is full", the phrase that denies a symptom.
+    return not _negated(list(text.words), span, list(neg.words))
 
 
 def _match_words(text: _Words, compiled: list[_Phrases], loose: bool, m: _Matcher) -> dict[str, FindingState]:

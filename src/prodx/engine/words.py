@@ -22,6 +22,8 @@ import snowballstemmer
 _STEMMER = snowballstemmer.stemmer("english")
 _WORD = re.compile(r"[a-z0-9][a-z0-9'/_.+=-]*[a-z0-9']|[a-z0-9]")
 # "synchronise", "utilisation", "analyse": one spelling, so one stem.
+#: "didn't", "isn't": the verb and its "not", so a phrase written either way matches.
+_CONTRACTION = re.compile(r"\b(do|does|did|is|are|was|were|has|have|had|would|should|could|need)n[’']t\b")
 _BRITISH = re.compile(r"^([a-z]{3,}?)(is|ys)(e|es|ed|ing|ation|ations|er|ers)$")
 
 
@@ -73,7 +75,7 @@ class Vocabulary:
         >>> Vocabulary(Lexicon((("out of memory", "oom"),))).rewrite("PHP ran Out of Memory")
         'php ran oom'
         """
-        text = text.lower()
+        text = _CONTRACTION.sub(r"\1 not", text.lower().replace("won't", "will not"))
         for pattern, word in self._terms:
             text = pattern.sub(word, text)
         return text
