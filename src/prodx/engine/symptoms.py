@@ -251,6 +251,9 @@ class _Matcher:
         """The first index in text[lo:hi] whose word means phrase word ``i``."""
         want_key, want = phrase.keys[i], phrase.words[i]
         stop = len(text.words) if hi is None else min(hi, len(text.words))
+        members = self.vocabulary.classes.get(want)
+        if members is not None:  # "@write": any word of the class
+            return next((j for j in range(lo, stop) if text.keys[j] in members), None)
         short = len(want) < 3
         for j in range(lo, stop):
             w = text.words[j]

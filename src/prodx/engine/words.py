@@ -20,7 +20,7 @@ from functools import lru_cache
 import snowballstemmer
 
 _STEMMER = snowballstemmer.stemmer("english")
-_WORD = re.compile(r"[a-z0-9][a-z0-9'/_.+=-]*[a-z0-9']|[a-z0-9]")
+_WORD = re.compile(r"@?[a-z0-9][a-z0-9'/_.+=-]*[a-z0-9']|@?[a-z0-9]")
 # "synchronise", "utilisation", "analyse": one spelling, so one stem.
 #: "didn't", "isn't": the verb and its "not", so a phrase written either way matches.
 _CONTRACTION = re.compile(r"\b(do|does|did|is|are|was|were|has|have|had|would|should|could|need)n[’']t\b")
@@ -42,19 +42,28 @@ def stem(word: str) -> str:
 
 @dataclass(frozen=True)
 class Lexicon:
-    """The KB's vocabulary: ``terms`` (regex → one word, in order) and ``synonyms`` (groups
-    whose words share the first one's key). Empty means plain stemming."""
+    """The KB's vocabulary: ``terms`` (regex → one word, in order), ``synonyms`` (groups
+    whose words share the first one's key) and ``classes`` (a name for words that fill the
+    same slot of a phrase without being synonyms: ``@write`` is upload, save, create...).
+    Empty means plain stemming."""
 
     terms: tuple[tuple[str, str], ...] = ()
     synonyms: tuple[tuple[str, ...], ...] = ()
+    classes: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
     @classmethod
-    def from_data(cls, terms: Mapping[str, str], synonyms: Sequence[Sequence[str]]) -> Lexicon:
-        return cls(tuple((k, v) for k, v in terms.items()), tuple(tuple(g) for g in synonyms))
+    def from_data(cls, terms: Mapping[str, str], synonyms: Sequence[Sequence[str]],
+                  classes: Mapping[str, Sequence[str]] | None = None) -> Lexicon:
+        return cls(tuple((k, v) for k, v in terms.items()), tuple(tuple(g) for g in synonyms),
+                   tuple((name, tuple(words)) for name, words in (classes or {}).items()))
 
     def merged(self, other: Lexicon) -> Lexicon:
-        """This lexicon followed by ``other`` (a site's words extend, never replace)."""
-        return Lexicon(self.terms + other.terms, self.synonyms + other.synonyms)
+        """This lexicon followed by ``other`` (a site's words extend, never replace; a class
+        named again gains the other's words)."""
+        classes = dict(self.classes)
+        for name, words in other.classes:
+            classes[name] = classes.get(name, ()) + words
+        return Lexicon(self.terms + other.terms, self.synonyms + other.synonyms, tuple(classes.items()))
 
 
 class Vocabulary:
@@ -68,6 +77,10 @@ class Vocabulary:
             for word in group:
                 self._by_stem.setdefault(stem(word), head)
         self._keys: dict[str, str] = {}
+        #: "@write" → the keys of its words.
+        self.classes: dict[str, frozenset[str]] = {
+            f"@{name}": frozenset(self.key(w) for w in words) for name, words in lexicon.classes
+        }
 
     def rewrite(self, text: str) -> str:
         """``text`` in lower case with every lexicon term made one word.
@@ -98,8 +111,8 @@ class Vocabulary:
         """What a word means: its stem, through the synonym groups.
 
         >>> v = Vocabulary(Lexicon(synonyms=(("fail", "failure"), ("memory", "ram"))))
-        >>> [v.key(w) for w in ("failures", "failing", "RAM", "memory", "disk")]
-        ['fail', 'fail', 'memori', 'memori', 'disk']
+        >>> [v.key(w) for w in ("failures", "failing", "RAM", "memory", "disk", "@write")]
+        ['fail', 'fail', 'memori', 'memori', 'disk', '@write']
         """
         key = self._keys.get(word)
         if key is None:

@@ -215,7 +215,7 @@ def _lexicon(path: Path, before: Lexicon) -> Lexicon:
             if seen[1] != group[0]:
                 raise KBError(path, _line_of(text, ["synonyms", i]), f"synonyms[{i}]",
                               f"{word!r} is already a synonym of {seen[1]!r}: a word can mean one thing only")
-    return Lexicon.from_data(data.get("terms", {}), data.get("synonyms", []))
+    return Lexicon.from_data(data.get("terms", {}), data.get("synonyms", []), data.get("classes", {}))
 
 
 def _data_files(directory: Path, name: str) -> list[Path]:
