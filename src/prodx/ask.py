@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from prodx.engine.next_test import NextTest, next_tests
-from prodx.engine.posterior import NONE_ID, Differential, _p, observed_states, posterior, rank
+from prodx.engine.likelihood import marginal, predictive
+from prodx.engine.posterior import NONE_ID, Differential, observed_states, posterior, rank
 from prodx.kb.loader import KnowledgeBase
 from prodx.model import LIKELY_PROBABILITY, ExitStatus, Finding, FindingState, ProbeStatus
 
@@ -129,7 +130,8 @@ class Session:
 
     def answer(self, fid: str, state: FindingState) -> Change:
         """Record the person's answer (``UNKNOWN`` for "don't know") and say what changed."""
-        before_probs, before_none = posterior(self.kb, observed_states(self.states()))
+        before_observed = observed_states(self.states())
+        before_probs, before_none = posterior(self.kb, before_observed)
         before = self.differential()
         if fid not in self.asked:
             self.asked.append(fid)
@@ -140,17 +142,21 @@ class Session:
         leader_after = after.leader.condition if after.leader else NONE_ID
         top = list(dict.fromkeys([r.condition for r in before.ranked[:3]] + [r.condition for r in after.ranked[:3]]))
 
-        def likelihood(cid: str) -> float:
-            p = _p(self.kb, self.kb.conditions[cid], fid)
+        def answered(p: float) -> float:
             return 1.0 if state is FindingState.UNKNOWN else p if state is FindingState.PRESENT else 1 - p
+
+        def likelihood(cid: str) -> float:
+            # P(answer | c, what was known before): the posterior's own likelihood, so a second
+            # witness of an event already established moves little (evidence groups).
+            return answered(predictive(self.kb, marginal(self.kb, self.kb.conditions[cid]), before_observed, fid))
 
         moves = tuple(Move(c, before_probs[c], after_probs[c], likelihood(c)) for c in top)
         ratio = 1.0
         if state is not FindingState.UNKNOWN and leader_before in self.kb.conditions:
-            leak = _p(self.kb, None, fid)
+            chance = predictive(self.kb, marginal(self.kb, None), before_observed, fid)
             rest_mass = 1.0 - before_probs[leader_before]
             rest = sum(p * likelihood(c) for c, p in before_probs.items() if c != leader_before)
-            rest += before_none * (leak if state is FindingState.PRESENT else 1 - leak)
+            rest += before_none * answered(chance)
             if rest > 0 and rest_mass > 0:
                 ratio = likelihood(leader_before) / (rest / rest_mass)
         return Change(fid, state, leader_before, leader_after, moves, ratio)

@@ -1,9 +1,11 @@
 """Checks the whole knowledge base beyond its schema.
 
-Finds: finding ids a condition, signature or hog rule names that the catalogue lacks;
-refinement targets that do not exist or form a cycle; findings no probe or question can
-observe; probes asserting findings the catalogue lacks; condition pairs no finding can
-tell apart; signature regexes that do not compile. An empty list means the KB is clean.
+Finds: finding ids a condition, signature, hog rule or evidence group names that the
+catalogue lacks; refinement targets that do not exist or form a cycle; findings no probe or
+question can observe; probes asserting findings the catalogue lacks; condition pairs no
+finding can tell apart; signature regexes that do not compile; evidence-group members whose
+leak the group's chance exhausts or that no condition lists. An empty list means the KB is
+clean.
 """
 
 from __future__ import annotations
@@ -68,6 +70,7 @@ def lint(kb: KnowledgeBase, probe_findings: dict[str, tuple[str, ...]]) -> list[
         leak = {f: known[f].leak if f in known else 0.01 for f in ids}
         if all(abs(ca.findings.get(f, leak[f]) - cb.findings.get(f, leak[f])) < _DISTINCT for f in ids):
             issues.append(LintIssue(f"conditions {a} and {b}", "no finding tells them apart"))
+    issues += _lint_groups(kb)
     for i, sig in enumerate(kb.signatures):
         where = f"signature {sig.get('id', i)}"
         if sig["finding"] not in known:
@@ -86,4 +89,25 @@ def lint(kb: KnowledgeBase, probe_findings: dict[str, tuple[str, ...]]) -> list[
                 re.compile(pattern)
             except re.error as exc:
                 issues.append(LintIssue(f"hog rule {i}", f"pattern {pattern!r} does not compile: {exc}"))
+    return issues
+
+
+def _lint_groups(kb: KnowledgeBase) -> list[LintIssue]:
+    """Evidence groups: members the catalogue lacks, members whose leak leaves no false
+    positive once the group's chance is accounted for, and members no condition makes more
+    likely than chance (they would only add correlation to "none of the known")."""
+    issues = []
+    for gid, group in sorted(kb.groups.items()):
+        where = f"group {gid} ({group.source})"
+        for m in group.members:
+            fdef = kb.findings.get(m.finding)
+            if fdef is None:
+                issues.append(LintIssue(where, f"members: unknown finding id {m.finding}"))
+                continue
+            if group.chance * m.sensitivity >= fdef.leak:
+                issues.append(LintIssue(where, f"{m.finding}: chance {group.chance} × sensitivity {m.sensitivity} "
+                                               f"reaches its leak {fdef.leak}: nothing is left for false positives; lower the chance"))
+            if not any(c.findings.get(m.finding, 0.0) > fdef.leak for c in kb.conditions.values()):
+                issues.append(LintIssue(where, f"{m.finding}: no condition lists it above its leak {fdef.leak}; "
+                                               "as a member it would only make chance explain the others"))
     return issues
