@@ -330,7 +330,11 @@ def run_ask(*, confidence: float, max_questions: int | None, **options: Any) -> 
     for u in result.unmatched:
         near = f" (nearest: {', '.join(u.nearest)})" if u.nearest else ""
         console.print(f"  [yellow]symptom not understood:[/] \"{u.text}\"{near}")
-    show_differential(session, console)
+    if session.differential().enough_to_go_on:
+        show_differential(session, console)
+    else:
+        console.print("[bold yellow]Not enough to go on:[/] nothing observed or said bears on any known condition "
+                      "yet, so no ranking is shown; the questions below start one.")
     console.print("[dim]Answer y (yes), n (no), ? (don't know); q leaves with the current differential.[/]")
 
     def read(prompt: str) -> str:
@@ -339,14 +343,18 @@ def run_ask(*, confidence: float, max_questions: int | None, **options: Any) -> 
     stop = converse(session, console, read, rerun)
     console.print()
     console.print(f"[bold]Stopped:[/] {stop.value} after {len(session.asked)} question(s).")
-    show_differential(session, console)
-    leader = session.differential().leader
+    if not session.differential().enough_to_go_on:
+        console.print("[bold yellow]Still not enough to go on:[/] nothing known bears on any condition; no diagnosis.")
+    else:
+        show_differential(session, console)
+    leader = session.differential().leader if session.differential().enough_to_go_on else None
     if leader:
         cond = session.kb.conditions[leader.condition]
         console.print(f"Diagnosis: {leader.condition} ({cond.name}) at {_pct(leader.probability)}")
         if leader.probability >= 0.2:
             show_remedy(session, console)
-    likely = session.differential().likely_probability >= LIKELY_PROBABILITY
+    final = session.differential()
+    likely = final.enough_to_go_on and final.likely_probability >= LIKELY_PROBABILITY
     status = int(ExitStatus.CONDITION_LIKELY if likely else ExitStatus.NOTHING_LIKELY)
     if retry:
         # Hazard: an abandoned probe thread may sit in a /proc read; do not wait for it.
