@@ -32,6 +32,9 @@ from prodx.kb.loader import ConditionDef, EvidenceGroup, GroupMember, KnowledgeB
 #: P(finding present | hypothesis): a condition's value, or the finding's leak.
 Marginal = Callable[[str], float]
 _UNKNOWN_LEAK = 0.01
+#: Floor of a member's false-positive rate (a leak at or below chance·sensitivity, which kb
+#: lint reports, would leave none).
+_MIN_FALSE_POSITIVE = 1e-6
 
 
 def marginal(kb: KnowledgeBase, cond: ConditionDef | None) -> Marginal:
@@ -52,13 +55,9 @@ def _bernoulli_log(p: float, is_present: bool) -> float:
     return math.log(p if is_present else 1.0 - p)
 
 
-#: Floor of a member's false-positive rate (a leak at or below chance·sensitivity, which kb
-#: lint reports, would leave none).
-_MIN_FALSE_POSITIVE = 1e-6
-
-
 def false_positive(group: EvidenceGroup, member: GroupMember, leak: float) -> float:
-    """r_m = (leak − chance·sensitivity) / (1 − chance): P(member | no event)."""
+    """r_m = (leak − chance·sensitivity) / (1 − chance): P(member | no event), kept positive
+    and below the sensitivity even for a group kb lint would reject."""
     r = (leak - group.chance * member.sensitivity) / (1.0 - group.chance)
     return min(max(r, _MIN_FALSE_POSITIVE), member.sensitivity / 2)
 
@@ -73,6 +72,7 @@ def _member_rates(group: EvidenceGroup, p: Marginal, chance: Marginal) -> list[t
 
 
 def _event_probability(rates: list[tuple[GroupMember, float, float]]) -> float:
+    """q = max over members of min(1, (p_m − r'_m) / (s_m − r'_m)); r'_m ≤ p_m keeps it ≥ 0."""
     return max(min(1.0, (pm - r) / (m.sensitivity - r)) for m, pm, r in rates)
 
 
@@ -82,24 +82,42 @@ def event_probability(group: EvidenceGroup, p: Marginal, chance: Marginal) -> fl
     return _event_probability(_member_rates(group, p, chance))
 
 
+def _group_terms(
+    group: EvidenceGroup, p: Marginal, observed: Mapping[str, bool], chance: Marginal
+) -> tuple[float, float, float, dict[str, tuple[float, float]]]:
+    """(q, log of q·Π P(m | E), log of (1 − q)·Π P(m | no E), {member: (s'_m, r'_m)}) over
+    the group's observed members."""
+    rates = _member_rates(group, p, chance)
+    q = _event_probability(rates)
+    params: dict[str, tuple[float, float]] = {}
+    with_event = math.log(q) if q > 0.0 else -math.inf
+    without_event = math.log1p(-q) if q < 1.0 else -math.inf
+    for m, pm, r in rates:
+        # 0 < s ≤ 1: s − r = (p − r)/q ≥ 0 and q ≥ (p − r)/(1 − r). A member with s = 1 that
+        # is absent rules the event out; the branch without it stays possible (q < 1 then).
+        s = min(1.0, (pm - (1.0 - q) * r) / q) if q > 0.0 else pm
+        params[m.finding] = (s, r if q > 0.0 else pm)
+        if m.finding not in observed:
+            continue
+        present = observed[m.finding]
+        if with_event > -math.inf:
+            with_event += math.log(s) if present else (math.log1p(-s) if s < 1.0 else -math.inf)
+        if without_event > -math.inf:
+            without_event += _bernoulli_log(params[m.finding][1], present)
+    return q, with_event, without_event, params
+
+
+def _log_sum(a: float, b: float) -> float:
+    top = max(a, b)
+    return top + math.log(math.exp(a - top) + math.exp(b - top))
+
+
 def group_log_likelihood(group: EvidenceGroup, p: Marginal, observed: Mapping[str, bool], chance: Marginal) -> float:
     """log P(the group's observed members | hypothesis); 0.0 when none is observed."""
     if not any(m.finding in observed for m in group.members):
         return 0.0
-    rates = _member_rates(group, p, chance)
-    q = _event_probability(rates)
-    seen = [(m, pm, r, observed[m.finding]) for m, pm, r in rates if m.finding in observed]
-    if q <= 0.0:
-        return sum(_bernoulli_log(pm, present) for _m, pm, _r, present in seen)
-    with_event = math.log(q)
-    without_event = math.log1p(-q) if q < 1.0 else -math.inf
-    for _m, pm, r, present in seen:
-        s = min(1.0, (pm - (1.0 - q) * r) / q)
-        with_event += _bernoulli_log(s, present) if 0.0 < s < 1.0 else (0.0 if (s >= 1.0) == present else -math.inf)
-        if without_event > -math.inf:
-            without_event += _bernoulli_log(r, present)
-    top = max(with_event, without_event)
-    return top + math.log(math.exp(with_event - top) + math.exp(without_event - top))
+    _q, with_event, without_event, _params = _group_terms(group, p, observed, chance)
+    return _log_sum(with_event, without_event)
 
 
 def log_likelihood_with(kb: KnowledgeBase, p: Marginal, observed: Mapping[str, bool]) -> float:
@@ -123,16 +141,28 @@ def log_likelihood(kb: KnowledgeBase, cond: ConditionDef | None, observed: Mappi
     return log_likelihood_with(kb, marginal(kb, cond), observed)
 
 
-def predictive(kb: KnowledgeBase, p: Marginal, observed: Mapping[str, bool], fid: str) -> float:
+def predictive(
+    kb: KnowledgeBase, p: Marginal, observed: Mapping[str, bool], fid: str, *, memo: dict | None = None
+) -> float:
     """P(``fid`` present | hypothesis, what is observed): the finding's marginal, or for a
-    group member its probability given the members already observed."""
+    group member its probability given the members already observed,
+    (q·W·s'_f + (1 − q)·R·r'_f) / (q·W + (1 − q)·R) with W, R the products over them. ``memo``
+    (a dict the caller keeps for one ``observed``) saves recomputing the group's terms."""
     gid = kb.group_of.get(fid)
     if gid is None:
         return p(fid)
-    group, chance = kb.groups[gid], marginal(kb, None)
-    before = group_log_likelihood(group, p, observed, chance)
-    after = group_log_likelihood(group, p, {**observed, fid: True}, chance)
-    return min(1.0, max(0.0, math.exp(after - before)))
+    if fid in observed:  # asked again: predict it from the others
+        observed, memo = {k: v for k, v in observed.items() if k != fid}, None
+    key = (p, gid)
+    terms = memo.get(key) if memo is not None else None
+    if terms is None:
+        terms = _group_terms(kb.groups[gid], p, observed, marginal(kb, None))
+        if memo is not None:
+            memo[key] = terms
+    _q, with_event, without_event, params = terms
+    s, r = params[fid]
+    after = _log_sum(with_event + (math.log(s) if s > 0 else -math.inf), without_event + math.log(r))
+    return min(1.0, max(0.0, math.exp(after - _log_sum(with_event, without_event))))
 
 
 def finding_ratios(

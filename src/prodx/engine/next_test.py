@@ -49,6 +49,7 @@ def next_tests(
     relevant = {cid: p for cid, p in probs.items() if p > 1e-4}
     marginals = {cid: marginal(kb, kb.conditions[cid]) for cid in relevant}
     chance = marginal(kb, None)
+    memo: dict = {}
     scored = []
     for fid in sorted(set(candidates)):
         fdef = kb.findings.get(fid)
@@ -56,8 +57,8 @@ def next_tests(
             continue
         if not any(fid in kb.conditions[c].findings for c in relevant):
             continue
-        likelihood = {c: predictive(kb, marginals[c], observed, fid) for c in relevant}
-        none_likelihood = predictive(kb, chance, observed, fid)
+        likelihood = {c: predictive(kb, marginals[c], observed, fid, memo=memo) for c in relevant}
+        none_likelihood = predictive(kb, chance, observed, fid, memo=memo)
         expected = 0.0
         for outcome in (True, False):
             joint = {c: p * (likelihood[c] if outcome else 1 - likelihood[c]) for c, p in relevant.items()}
