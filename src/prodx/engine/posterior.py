@@ -16,7 +16,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from prodx.engine.likelihood import finding_ratios, log_likelihood, log_likelihood_with, member_contribution
+from prodx.engine.likelihood import Marginal, finding_ratios, log_likelihood, log_likelihood_with, member_contribution
 from prodx.kb.loader import ConditionDef, KnowledgeBase
 from prodx.model import FindingState
 
@@ -144,7 +144,7 @@ def _evidence_split(
     return tuple(f for *_k, f in support), tuple(f for *_k, f in against), groups
 
 
-def _noisy_or(kb: KnowledgeBase, ca: ConditionDef, cb: ConditionDef):  # noqa: ANN202 - a Marginal
+def _noisy_or(kb: KnowledgeBase, ca: ConditionDef, cb: ConditionDef) -> Marginal:
     """The marginals of "a and b at once": a finding shows if a, b or chance makes it show."""
 
     def p(fid: str) -> float:
