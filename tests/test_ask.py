@@ -255,3 +255,20 @@ def test_ask_cmd_on_real_lab_scenario_reaches_its_condition(kb, scenario):
     assert leader in run.scenario.accepted, (stop, leader, count)
     assert stop == "confident" and count == asked < len(kb.conditions)
     assert status == 1
+
+
+def test_ask_cmd_nothing_understood_opens_with_not_enough_to_go_on_then_asks():
+    child = _spawn("--symptom", "the frobnicator is grumpy")
+    try:
+        child.expect('symptom not understood: "the frobnicator is grumpy"')
+        child.expect("Not enough to go on")
+        opening = child.before
+        child.expect(r"Question 1 \((symptom\.\S+), [\d.]+ bits\)")
+        child.expect(PROMPT)
+        child.sendline("q")
+        child.expect("Still not enough to go on")
+        status = _close(child)
+    finally:
+        child.close(force=True)
+    assert "none of the known conditions" not in opening  # no ranking by prior
+    assert status == 0

@@ -98,3 +98,42 @@ def test_cli_diagnose_no_write_test_skips_the_writing_probe():
     doc = json.loads(_prodx("diagnose", "--json", "--no-write-test").stdout)
     run = next(p for p in doc["probes"] if p["name"] == "storage.write_test")
     assert run["status"] == "skipped"
+
+
+#: Words the symptom matcher maps to nothing: nothing said bears on any condition.
+_NOT_UNDERSTOOD = ("the frobnicator is grumpy", "our customers are unhappy")
+
+
+def test_cli_diagnose_nothing_understood_says_not_enough_to_go_on_and_exits_0():
+    args = [a for text in _NOT_UNDERSTOOD for a in ("--symptom", text)]
+    human = _prodx("diagnose", "--no-probes", *args)
+    assert human.returncode == 0, human.stderr
+    assert "NOT ENOUGH TO GO ON" in human.stdout
+    for text in _NOT_UNDERSTOOD:
+        assert text in human.stdout
+    assert "Questions to answer" in human.stdout
+    # No ranking by prior: no differential table, no "leading" condition, no remedy.
+    assert "Differential" not in human.stdout and "Leading" not in human.stdout and "Remedy" not in human.stdout
+
+    proc = _prodx("diagnose", "--no-probes", "--json", *args)
+    doc = json.loads(proc.stdout)
+    assert proc.returncode == 0
+    assert doc["enough_to_go_on"] is False
+    assert [u["text"] for u in doc["unmatched_symptoms"]] == list(_NOT_UNDERSTOOD)
+    assert doc["next_tests"], "the questions to answer"
+    assert doc["differential"], "the field keeps its meaning: the (prior) posterior, sorted"
+
+    note = _prodx("diagnose", "--no-probes", "--markdown", *args)
+    assert note.returncode == 0
+    assert note.stdout.startswith("# Incident note: ") and "not enough to go on" in note.stdout.splitlines()[0]
+    assert "**Not enough to go on.**" in note.stdout and "## Questions to answer" in note.stdout
+    assert "## Differential" not in note.stdout and "## Remedy" not in note.stdout
+
+
+def test_cli_diagnose_one_understood_symptom_is_enough_to_go_on():
+    proc = _prodx("diagnose", "--no-probes", "--json", "--symptom", _NOT_UNDERSTOOD[0], "--symptom", "No space left on device")
+    doc = json.loads(proc.stdout)
+    assert doc["enough_to_go_on"] is True
+    assert doc["differential"][0]["condition"] in {"disk-full", "inode-exhaustion", "log-growth", "disk-full-reserved-blocks"}
+    human = _prodx("diagnose", "--no-probes", "--symptom", "No space left on device")
+    assert "NOT ENOUGH" not in human.stdout and "Differential" in human.stdout

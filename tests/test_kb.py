@@ -88,6 +88,48 @@ def test_kb_lint_flags_unknown_finding_and_indistinguishable_conditions(tmp_path
     assert any("disk-full and my-cond" in i and "no finding tells them apart" in i for i in issues)
 
 
+def _lint_site(tmp_path: Path, text: str, name: str = "site") -> list[str]:
+    site = _site_kb(tmp_path / name, text.replace("id: disk-full", "id: my-cond", 1))
+    return [str(i) for i in lint(load_kb((str(site),)), {n: c.findings for n, c in load_all().items()})]
+
+
+def _disk_full() -> str:
+    return (DATA_DIR / "conditions" / "disk-full.yaml").read_text()
+
+
+def test_kb_lint_flags_a_value_its_comment_calls_below_the_leak(tmp_path):
+    text = _disk_full().replace("  storage.reserved_only: 0.003\n", "  storage.reserved_only: 0.05\n", 1)
+    issues = _lint_site(tmp_path, text)
+    line = next(n for n, s in enumerate(text.splitlines(), 1) if s.startswith("  storage.reserved_only:"))
+    assert any(f"my-cond.yaml:{line})" in i and "storage.reserved_only: 0.05 is not below its leak 0.005" in i
+               for i in issues), issues
+    # A comment heads the entries below it up to the next comment or blank line, no further.
+    assert not any("storage.inodes_exhausted" in i and "below" in i for i in issues)
+
+
+def test_kb_lint_flags_a_symptom_above_its_leak_without_explains(tmp_path):
+    text = _disk_full().replace("  symptom.http_403: 0.01\n", "  symptom.http_403: 0.2\n", 1)
+    issues = _lint_site(tmp_path, text)
+    assert any("findings.symptom.http_403: 0.2 is above its leak 0.03 without an explains entry" in i for i in issues)
+
+
+def test_kb_lint_flags_risky_commands_marked_safe_and_passes_reloads(tmp_path):
+    text = _disk_full().replace("command: \"apt-get clean\"", "command: \"rm -rf /var/cache/apt/archives/*.deb\"", 1)
+    issues = _lint_site(tmp_path, text, "rm")
+    assert any("my-cond" in i and "is marked safe but its command deletes files: mark it data-loss" in i for i in issues)
+    text = _disk_full().replace("command: \"apt-get clean\"", "command: \"nginx -t && systemctl reload nginx\"", 1)
+    assert not any("my-cond" in i and "is marked" in i for i in _lint_site(tmp_path, text, "reload"))
+
+
+def test_kb_lint_flags_a_path_from_a_write_up_and_takes_a_site_s_generic_paths(tmp_path):
+    text = _disk_full().replace("du -xh --max-depth=3 /", "du -xh --max-depth=3 /home/deploy/forum", 1)
+    assert any("my-cond" in i and "'/home/deploy/forum' is not a generic path" in i for i in _lint_site(tmp_path, text))
+    site = _site_kb(tmp_path / "own", text.replace("id: disk-full", "id: my-cond", 1))
+    (site / "lint.yaml").write_text("generic_paths:\n  - /home/deploy/*\n")
+    issues = [str(i) for i in lint(load_kb((str(site),)), {n: c.findings for n, c in load_all().items()})]
+    assert not any("/home/deploy/forum" in i for i in issues)
+
+
 def test_kb_lint_command_exits_zero_on_shipped_kb():
     proc = subprocess.run([sys.executable, "-m", "prodx", "kb", "lint"], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr

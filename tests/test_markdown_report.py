@@ -67,7 +67,12 @@ def test_markdown_report_findings_carry_real_numbers_and_paths(log_growth):
     assert "prod.log holds 39.0 MiB, 100% of" in present
     assert "write() failed with ENOSPC" in present and "_(probe `storage.write_test`)_" in present
     against = text.split("### Against `log-growth`", 1)[1].split("##", 1)[0]
-    assert "**`log.enospc`** — (absent)" in against
+    assert "**`log.session_write_failed`** — (absent)" in against
+    # The write test saw ENOSPC: a log without the line is a witness that missed the same
+    # event (evidence groups), not evidence against; the witnesses are counted once.
+    assert "`log.enospc`" not in against
+    summary = text.split("## Summary", 1)[1].split("\n## ", 1)[0]
+    assert "One event seen several ways, counted once: `storage.write_enospc`" in summary
 
 
 def test_markdown_report_symptoms_say_what_the_leader_explains_and_what_was_not_understood(log_growth):

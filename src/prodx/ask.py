@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from prodx.engine.next_test import NextTest, next_tests
-from prodx.engine.posterior import NONE_ID, Differential, _p, observed_states, posterior, rank
+from prodx.engine.likelihood import marginal, predictive
+from prodx.engine.posterior import NONE_ID, Differential, observed_states, posterior, rank
 from prodx.kb.loader import KnowledgeBase
 from prodx.model import LIKELY_PROBABILITY, ExitStatus, Finding, FindingState, ProbeStatus
 
@@ -129,7 +130,8 @@ class Session:
 
     def answer(self, fid: str, state: FindingState) -> Change:
         """Record the person's answer (``UNKNOWN`` for "don't know") and say what changed."""
-        before_probs, before_none = posterior(self.kb, observed_states(self.states()))
+        before_observed = observed_states(self.states())
+        before_probs, before_none = posterior(self.kb, before_observed)
         before = self.differential()
         if fid not in self.asked:
             self.asked.append(fid)
@@ -140,17 +142,21 @@ class Session:
         leader_after = after.leader.condition if after.leader else NONE_ID
         top = list(dict.fromkeys([r.condition for r in before.ranked[:3]] + [r.condition for r in after.ranked[:3]]))
 
-        def likelihood(cid: str) -> float:
-            p = _p(self.kb, self.kb.conditions[cid], fid)
+        def answered(p: float) -> float:
             return 1.0 if state is FindingState.UNKNOWN else p if state is FindingState.PRESENT else 1 - p
+
+        def likelihood(cid: str) -> float:
+            # P(answer | c, what was known before): the posterior's own likelihood, so a second
+            # witness of an event already established moves little (evidence groups).
+            return answered(predictive(self.kb, marginal(self.kb, self.kb.conditions[cid]), before_observed, fid))
 
         moves = tuple(Move(c, before_probs[c], after_probs[c], likelihood(c)) for c in top)
         ratio = 1.0
         if state is not FindingState.UNKNOWN and leader_before in self.kb.conditions:
-            leak = _p(self.kb, None, fid)
+            chance = predictive(self.kb, marginal(self.kb, None), before_observed, fid)
             rest_mass = 1.0 - before_probs[leader_before]
             rest = sum(p * likelihood(c) for c, p in before_probs.items() if c != leader_before)
-            rest += before_none * (leak if state is FindingState.PRESENT else 1 - leak)
+            rest += before_none * answered(chance)
             if rest > 0 and rest_mass > 0:
                 ratio = likelihood(leader_before) / (rest / rest_mass)
         return Change(fid, state, leader_before, leader_after, moves, ratio)
@@ -324,7 +330,11 @@ def run_ask(*, confidence: float, max_questions: int | None, **options: Any) -> 
     for u in result.unmatched:
         near = f" (nearest: {', '.join(u.nearest)})" if u.nearest else ""
         console.print(f"  [yellow]symptom not understood:[/] \"{u.text}\"{near}")
-    show_differential(session, console)
+    if session.differential().enough_to_go_on:
+        show_differential(session, console)
+    else:
+        console.print("[bold yellow]Not enough to go on:[/] nothing observed or said bears on any known condition "
+                      "yet, so no ranking is shown; the questions below start one.")
     console.print("[dim]Answer y (yes), n (no), ? (don't know); q leaves with the current differential.[/]")
 
     def read(prompt: str) -> str:
@@ -333,14 +343,18 @@ def run_ask(*, confidence: float, max_questions: int | None, **options: Any) -> 
     stop = converse(session, console, read, rerun)
     console.print()
     console.print(f"[bold]Stopped:[/] {stop.value} after {len(session.asked)} question(s).")
-    show_differential(session, console)
-    leader = session.differential().leader
+    if not session.differential().enough_to_go_on:
+        console.print("[bold yellow]Still not enough to go on:[/] nothing known bears on any condition; no diagnosis.")
+    else:
+        show_differential(session, console)
+    leader = session.differential().leader if session.differential().enough_to_go_on else None
     if leader:
         cond = session.kb.conditions[leader.condition]
         console.print(f"Diagnosis: {leader.condition} ({cond.name}) at {_pct(leader.probability)}")
         if leader.probability >= 0.2:
             show_remedy(session, console)
-    likely = session.differential().likely_probability >= LIKELY_PROBABILITY
+    final = session.differential()
+    likely = final.enough_to_go_on and final.likely_probability >= LIKELY_PROBABILITY
     status = int(ExitStatus.CONDITION_LIKELY if likely else ExitStatus.NOTHING_LIKELY)
     if retry:
         # Hazard: an abandoned probe thread may sit in a /proc read; do not wait for it.

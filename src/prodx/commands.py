@@ -54,7 +54,8 @@ def run_diagnose(*, as_json: bool, as_markdown: bool = False, **options: Any) ->
         from prodx.report.terminal import render_terminal
 
         render_terminal(result, _console())
-    likely = result.differential.likely_probability >= LIKELY_PROBABILITY
+    # Not enough to go on: the ranking is the priors', so nothing is likely (exit 0).
+    likely = result.differential.enough_to_go_on and result.differential.likely_probability >= LIKELY_PROBABILITY
     status = ExitStatus.CONDITION_LIKELY if likely else ExitStatus.NOTHING_LIKELY
     if any(r.status is ProbeStatus.TIMEOUT for r in result.probe_runs):
         # Hazard: an abandoned probe thread may sit in a /proc read; do not wait for it.

@@ -2,7 +2,10 @@
 
 Expected information gain = H(differential now) − Σ_outcome P(outcome) · H(differential
 after that outcome), divided by the finding's cost (SPEC §3). Only findings a probe or a
-question can settle, and that are still unknown, are candidates.
+question can settle, and that are still unknown, are candidates. P(outcome | c) is the
+posterior's own likelihood (``prodx.engine.likelihood.predictive``): for a member of an
+evidence group it is conditioned on the members already observed, so asking for a second
+witness of an established event is worth what it really teaches, next to nothing.
 """
 
 from __future__ import annotations
@@ -11,7 +14,8 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from prodx.engine.posterior import _p, posterior
+from prodx.engine.likelihood import marginal, predictive
+from prodx.engine.posterior import posterior
 from prodx.kb.loader import KnowledgeBase
 
 
@@ -43,6 +47,9 @@ def next_tests(
     # P(c | E, f) ∝ P(c | E) · P(f | c): one observation more needs no full recomputation.
     # Conditions with negligible mass are left out of the expectation; this keeps it cheap.
     relevant = {cid: p for cid, p in probs.items() if p > 1e-4}
+    marginals = {cid: marginal(kb, kb.conditions[cid]) for cid in relevant}
+    chance = marginal(kb, None)
+    memo: dict = {}
     scored = []
     for fid in sorted(set(candidates)):
         fdef = kb.findings.get(fid)
@@ -50,11 +57,12 @@ def next_tests(
             continue
         if not any(fid in kb.conditions[c].findings for c in relevant):
             continue
-        likelihood = {c: _p(kb, kb.conditions[c], fid) for c in relevant}
+        likelihood = {c: predictive(kb, marginals[c], observed, fid, memo=memo) for c in relevant}
+        none_likelihood = predictive(kb, chance, observed, fid, memo=memo)
         expected = 0.0
         for outcome in (True, False):
             joint = {c: p * (likelihood[c] if outcome else 1 - likelihood[c]) for c, p in relevant.items()}
-            joint_none = none_p * (fdef.leak if outcome else 1 - fdef.leak)
+            joint_none = none_p * (none_likelihood if outcome else 1 - none_likelihood)
             p_outcome = sum(joint.values()) + joint_none
             if p_outcome <= 0:
                 continue

@@ -1,10 +1,13 @@
 """The differential: posterior probability of every condition given the findings.
 
-Single-fault model (SPEC §3): P(c | E) ∝ prior(c) · Π_present P(f|c) · Π_absent (1 − P(f|c)),
-where a finding a condition does not list has the finding's leak probability. Unknown
-findings are left out. The hypothesis "none of the known conditions" has the prior mass the
-conditions leave (at least ``NONE_PRIOR_FLOOR``) and produces every finding at its leak.
-Pure functions of findings and KB: the same input gives the same output.
+Single-fault model (SPEC §3): P(c | E) ∝ prior(c) · P(E | c), where a finding a condition
+does not list has the finding's leak probability. Findings in no evidence group are
+independent given c (Π_present P(f|c) · Π_absent (1 − P(f|c))); the findings of one evidence
+group are one event seen several ways and are combined by ``prodx.engine.likelihood`` so that
+the same evidence is not counted twice. Unknown findings are left out. The hypothesis "none of
+the known conditions" has the prior mass the conditions leave (at least ``NONE_PRIOR_FLOOR``)
+and produces every finding at its leak. Pure functions of findings and KB: the same input
+gives the same output.
 """
 
 from __future__ import annotations
@@ -13,8 +16,11 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from prodx.engine.likelihood import Marginal, finding_ratios, log_likelihood, log_likelihood_with, member_contribution
 from prodx.kb.loader import ConditionDef, KnowledgeBase
 from prodx.model import FindingState
+
+__all__ = ["NONE_ID", "Differential", "Pair", "Ranked", "log_likelihood", "observed_states", "posterior", "rank"]
 
 NONE_ID = "none-of-the-known"
 NONE_PRIOR_FLOOR = 0.05
@@ -39,6 +45,9 @@ class Ranked:
     #: Its own probability plus that of every condition refining it (disk-full includes
     #: log-growth): how likely it is that this failure is happening, whatever its cause.
     family_probability: float = 0.0
+    #: Evidence groups with two or more findings in ``support``: (group id, those findings),
+    #: one event seen several ways and counted once.
+    support_groups: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -60,6 +69,8 @@ class Differential:
     #: The most general condition whose family holds the most probability, and that mass.
     family_leader: str = ""
     family_probability: float = 0.0
+    #: False when nothing observed bears on any condition: the ranking is the priors'.
+    enough_to_go_on: bool = True
 
     @property
     def leader(self) -> Ranked | None:
@@ -77,15 +88,6 @@ def _p(kb: KnowledgeBase, cond: ConditionDef | None, fid: str) -> float:
         return cond.findings[fid]
     fdef = kb.findings.get(fid)
     return fdef.leak if fdef else 0.01
-
-
-def log_likelihood(kb: KnowledgeBase, cond: ConditionDef | None, observed: Mapping[str, bool]) -> float:
-    """log P(E | c) over the observed findings (True present, False absent)."""
-    total = 0.0
-    for fid, is_present in observed.items():
-        p = _p(kb, cond, fid)
-        total += math.log(p if is_present else 1.0 - p)
-    return total
 
 
 def none_prior(kb: KnowledgeBase) -> float:
@@ -115,20 +117,46 @@ def observed_states(states: Mapping[str, FindingState]) -> dict[str, bool]:
     }
 
 
-def _evidence_split(kb: KnowledgeBase, cond: ConditionDef, observed: Mapping[str, bool]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+def _evidence_split(
+    kb: KnowledgeBase, cond: ConditionDef, observed: Mapping[str, bool]
+) -> tuple[tuple[str, ...], tuple[str, ...], tuple[tuple[str, tuple[str, ...]], ...]]:
+    """The findings for and against ``cond``, strongest first, as the posterior weighs them.
+
+    A finding in no group counts by its own likelihood ratio. A group member is listed for c
+    when it points to c by itself and its group, counted once, does too; against c when it
+    points away by itself and still does given the other members (a contradicting witness
+    counts; a missing second witness of an established event does not)."""
     support, against = [], []
-    for fid, is_present in observed.items():
-        p, leak = _p(kb, cond, fid), _p(kb, None, fid)
-        ratio = p / leak if is_present else (1 - p) / (1 - leak)
-        if ratio >= _FOR_LR:
-            support.append((-ratio, fid))
-        elif ratio <= _AGAINST_LR:
-            against.append((ratio, fid))
-    return tuple(f for _r, f in sorted(support)), tuple(f for _r, f in sorted(against))
+    for fid, (own, counted, gid) in finding_ratios(kb, cond, observed).items():
+        if own >= _FOR_LR and counted >= _FOR_LR:
+            support.append((-counted, gid, -own, fid))
+        elif own <= _AGAINST_LR:
+            weight = counted if not gid or counted <= _AGAINST_LR else member_contribution(kb, cond, observed, fid)
+            if weight <= _AGAINST_LR:
+                against.append((weight, gid, own, fid))
+    support.sort()
+    against.sort()
+    grouped: dict[str, list[str]] = {}
+    for *_key, gid, _own, fid in support:
+        if gid:
+            grouped.setdefault(gid, []).append(fid)
+    groups = tuple((gid, tuple(fids)) for gid, fids in grouped.items() if len(fids) > 1)
+    return tuple(f for *_k, f in support), tuple(f for *_k, f in against), groups
+
+
+def _noisy_or(kb: KnowledgeBase, ca: ConditionDef, cb: ConditionDef) -> Marginal:
+    """The marginals of "a and b at once": a finding shows if a, b or chance makes it show."""
+
+    def p(fid: str) -> float:
+        pa, pb = ca.findings.get(fid, 0.0), cb.findings.get(fid, 0.0)
+        return 1 - (1 - pa) * (1 - pb) * (1 - _p(kb, None, fid))
+
+    return p
 
 
 def _pairs(kb: KnowledgeBase, observed: Mapping[str, bool], candidates: list[str]) -> list[Pair]:
-    """Pairs whose noisy-OR joint likelihood beats the best single condition by _PAIR_FACTOR."""
+    """Pairs whose noisy-OR joint likelihood beats the best single condition by _PAIR_FACTOR;
+    the pair's findings are combined by the same grouped likelihood as a single condition's."""
     singles = {
         cid: math.log(kb.conditions[cid].prior) + log_likelihood(kb, kb.conditions[cid], observed)
         for cid in candidates
@@ -142,12 +170,10 @@ def _pairs(kb: KnowledgeBase, observed: Mapping[str, bool], candidates: list[str
             ca, cb = kb.conditions[a], kb.conditions[b]
             if b in kb.chain(a) or a in kb.chain(b):
                 continue  # a refinement and its parent are one story, not two faults
-            total = math.log(ca.prior) + math.log(cb.prior)
+            total = math.log(ca.prior) + math.log(cb.prior) + log_likelihood_with(kb, _noisy_or(kb, ca, cb), observed)
             only_together = []
             for fid, is_present in observed.items():
                 pa, pb = ca.findings.get(fid, 0.0), cb.findings.get(fid, 0.0)
-                p = 1 - (1 - pa) * (1 - pb) * (1 - _p(kb, None, fid))
-                total += math.log(p if is_present else 1 - p)
                 if is_present and pa >= 0.3 and pb < 0.1 or is_present and pb >= 0.3 and pa < 0.1:
                     only_together.append(fid)
             factor = math.exp(min(700.0, total - best_single))
@@ -183,10 +209,26 @@ def rank(kb: KnowledgeBase, states: Mapping[str, FindingState], *, limit: int = 
     ranked = []
     for cid in order[:limit]:
         cond = kb.conditions[cid]
-        support, against = _evidence_split(kb, cond, observed)
+        support, against, groups = _evidence_split(kb, cond, observed)
         explains = tuple(sorted(f for f in cond.explains if f in present))
-        ranked.append(Ranked(cid, probs[cid], support, against, explains, family[cid]))
+        ranked.append(Ranked(cid, probs[cid], support, against, explains, family[cid], groups))
     pairs = _pairs(kb, observed, _pair_candidates(kb, observed, order))
     roots = [cid for cid in family if not kb.conditions[cid].refines]
     top_root = min(roots, key=lambda cid: (-family[cid], cid)) if roots else ""
-    return Differential(ranked, none_p, pairs, top_root, family.get(top_root, 0.0))
+    return Differential(ranked, none_p, pairs, top_root, family.get(top_root, 0.0), enough_to_go_on(kb, observed))
+
+
+def enough_to_go_on(kb: KnowledgeBase, observed: Mapping[str, bool]) -> bool:
+    """Whether anything observed or said bears on a condition: a symptom understood (present
+    or absent), or a present finding whose likelihood ratio against chance moves some
+    condition beyond the for/against bounds. False means the differential is the priors'.
+    Absent probe findings alone do not count: "nothing wrong seen" is not a lead."""
+    for fid, is_present in observed.items():
+        if fid.startswith("symptom."):
+            return True
+        if not is_present:
+            continue
+        leak = _p(kb, None, fid)
+        if any(not _AGAINST_LR < c.findings[fid] / leak < _FOR_LR for c in kb.conditions.values() if fid in c.findings):
+            return True
+    return False

@@ -1,9 +1,11 @@
 """Loads the knowledge base: findings, log signatures and conditions, validated by schema.
 
 Reads ``data/findings/*.yaml`` (or one ``findings.yaml``), ``data/signatures/*.yaml`` (or one
-``signatures.yaml``), ``hogs.yaml``, ``locations.yaml``, ``lexicon.yaml`` and ``data/conditions/*.yaml`` from the
-package, then the same layout from each ``--kb DIR`` (a site's condition replaces a shipped one
-of the same id). Any error names the file, the line and the field.
+``signatures.yaml``), ``hogs.yaml``, ``locations.yaml``, ``lexicon.yaml`` (the operators'
+words), ``groups.yaml`` (evidence groups) and ``data/conditions/*.yaml`` from the package, then
+the same layout from each ``--kb DIR`` (a site's condition or group replaces a shipped one of
+the same id; a site's new group may not take a finding another group holds). Any error names
+the file, the line and the field.
 """
 
 from __future__ import annotations
@@ -84,6 +86,30 @@ class ConditionDef:
     source: str = ""
 
 
+@dataclass(frozen=True)
+class GroupMember:
+    """One way of seeing a group's event: P(finding | event)."""
+
+    finding: str
+    sensitivity: float
+
+
+@dataclass(frozen=True)
+class EvidenceGroup:
+    """Findings that are one event or one fact seen several ways (``groups.yaml``)."""
+
+    id: str
+    event: str
+    #: P(event | none of the known conditions): the group's own leak.
+    chance: float
+    members: tuple[GroupMember, ...]
+    source: str = ""
+
+    @property
+    def findings(self) -> tuple[str, ...]:
+        return tuple(m.finding for m in self.members)
+
+
 @dataclass
 class KnowledgeBase:
     findings: dict[str, FindingDef] = field(default_factory=dict)
@@ -94,6 +120,9 @@ class KnowledgeBase:
     sources: list[str] = field(default_factory=list)
     #: The operators' words that mean one thing (symptom understanding).
     lexicon: Lexicon = field(default_factory=Lexicon)
+    groups: dict[str, EvidenceGroup] = field(default_factory=dict)
+    #: finding id → the id of the evidence group that holds it.
+    group_of: dict[str, str] = field(default_factory=dict)
 
     def chain(self, condition_id: str) -> list[str]:
         """The refinement chain from ``condition_id`` up to its most general ancestor."""
@@ -216,6 +245,28 @@ def _lexicon(path: Path, before: Lexicon) -> Lexicon:
                 raise KBError(path, _line_of(text, ["synonyms", i]), f"synonyms[{i}]",
                               f"{word!r} is already a synonym of {seen[1]!r}: a word can mean one thing only")
     return Lexicon.from_data(data.get("terms", {}), data.get("synonyms", []), data.get("classes", {}))
+def _load_groups(kb: KnowledgeBase, path: Path) -> None:
+    """Add the groups of one ``groups.yaml``; a group of a known id replaces the earlier one."""
+    text = path.read_text(encoding="utf-8")
+    seen_here: set[str] = set()
+    for i, entry in enumerate(load_yaml(path, "groups")):
+        gid = entry["id"]
+        if gid in seen_here:
+            raise KBError(path, _line_of(text, [i, "id"]), f"[{i}].id", f"duplicate group id {gid}")
+        seen_here.add(gid)
+        if gid in kb.groups:
+            for fid in kb.groups[gid].findings:
+                kb.group_of.pop(fid, None)
+        members = []
+        for j, m in enumerate(entry["members"]):
+            fid, where = m["finding"], [i, "members", j]
+            if kb.group_of.get(fid, gid) != gid or fid in [x.finding for x in members]:
+                other = kb.group_of.get(fid, gid)
+                raise KBError(path, _line_of(text, [*where, "finding"]), f"[{i}].members[{j}].finding",
+                              f"{fid} is already in group {other}: a finding belongs to one group at most")
+            members.append(GroupMember(fid, float(m["sensitivity"])))
+            kb.group_of[fid] = gid
+        kb.groups[gid] = EvidenceGroup(gid, " ".join(entry["event"].split()), float(entry["chance"]), tuple(members), str(path))
 
 
 def _data_files(directory: Path, name: str) -> list[Path]:
@@ -243,6 +294,9 @@ def _load_dir(kb: KnowledgeBase, directory: Path, *, shipped: bool) -> None:
     hogs_file = directory / "hogs.yaml"
     if hogs_file.exists():
         kb.hogs.extend(load_yaml(hogs_file, "hogs"))
+    groups_file = directory / "groups.yaml"
+    if groups_file.exists():
+        _load_groups(kb, groups_file)
     seen_here: set[str] = set()
     for path in sorted((directory / "conditions").glob("*.yaml")):
         entry = load_yaml(path, "condition")

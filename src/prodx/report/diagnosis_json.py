@@ -90,6 +90,10 @@ def to_document(d: Diagnosis) -> dict[str, Any]:
                 "remedy_steps": [{"step": s.step, "risk": s.risk, "command": s.command} for s in steps],
                 "avoid": list(cond.avoid),
                 "refines": kb.chain(row.condition)[1:],
+                # Findings of "for" that are one event seen several ways, counted once.
+                "evidence_groups": [
+                    {"group": gid, "event": kb.groups[gid].event, "findings": list(fids)} for gid, fids in row.support_groups
+                ],
             }
         )
     return {
@@ -100,6 +104,9 @@ def to_document(d: Diagnosis) -> dict[str, Any]:
         "findings": [f.to_json() for f in d.findings],
         "differential": differential,
         "none_of_the_known": round(d.differential.none_probability, 4),
+        # False: nothing observed or said bears on any condition; the differential is the
+        # priors' and says nothing about this host (see unmatched_symptoms and next_tests).
+        "enough_to_go_on": d.differential.enough_to_go_on,
         "likely": {"condition": d.differential.family_leader, "family_probability": round(d.differential.family_probability, 4)},
         "multiple_causes": [
             {"conditions": [p.first, p.second], "factor": round(p.factor, 1), "explained_only_together": list(p.explained_only_together)}

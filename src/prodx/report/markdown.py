@@ -92,6 +92,13 @@ def _finding_line(f: dict[str, Any]) -> str:
 
 def _summary(doc: dict[str, Any], kb: KnowledgeBase) -> list[str]:
     out = ["## Summary", ""]
+    if not doc["enough_to_go_on"]:
+        unclear = len(doc["unmatched_symptoms"])
+        return out + ["**Not enough to go on.** Nothing observed or said bears on any known condition, so a "
+                      "ranking would only repeat how common each failure is; none is given."
+                      + (f" {unclear} line(s) were not understood (below)." if unclear else ""),
+                      "", "Answer the questions below, or say what you see (error messages, status codes, "
+                      "what changed) with `--symptom`.", ""]
     if not doc["differential"]:
         return out + ["No known condition fits what was observed.", ""]
     lead = doc["differential"][0]
@@ -107,6 +114,9 @@ def _summary(doc: dict[str, Any], kb: KnowledgeBase) -> list[str]:
         out.append(f"Two causes at once? {both} together explain the findings {pair['factor']:,.0f}× better "
                    "than either alone.")
         out.append("")
+    for group in lead.get("evidence_groups", []):
+        seen = ", ".join(code(f) for f in group["findings"])
+        out += [f"One event seen several ways, counted once: {seen} ({clean(group['event'])})", ""]
     out.append(f"None of the known conditions: {pct(doc['none_of_the_known'])}.")
     return out + [""]
 
@@ -189,7 +199,7 @@ def _tests_run(doc: dict[str, Any]) -> list[str]:
 
 
 def _next_tests(doc: dict[str, Any]) -> list[str]:
-    out = ["## Next tests", ""]
+    out = ["## Next tests" if doc["enough_to_go_on"] else "## Questions to answer", ""]
     if not doc["next_tests"]:
         return out + ["_No test left would change the ranking much._", ""]
     for i, t in enumerate(doc["next_tests"], 1):
@@ -223,18 +233,20 @@ def _timeline(doc: dict[str, Any]) -> list[str]:
 
 def render_document(doc: dict[str, Any], kb: KnowledgeBase) -> str:
     """The incident note for a ``prodx.diagnosis/1`` document diagnosed with ``kb``."""
-    lead = doc["differential"][0] if doc["differential"] else None
+    enough = doc["enough_to_go_on"]
+    lead = doc["differential"][0] if doc["differential"] and enough else None
     title = f"Incident note: {clean(doc['host'])}"
-    title += f" — {clean(lead['name'])}" if lead else " — no known condition"
+    title += f" — {clean(lead['name'])}" if lead else " — no known condition" if enough else " — not enough to go on"
     lines = [f"# {title}", "",
              f"_Diagnosed by prodx at {clean(doc['started_at'])} on {clean(doc['host'])}._", ""]
     lines += _summary(doc, kb)
     lines += _symptoms(doc, kb)
     lines += _findings(doc, kb)
-    lines += _differential(doc)
+    # Not enough to go on: no ranking by prior, no remedy for a condition nothing points to.
+    lines += _differential(doc) if enough else []
     lines += _tests_run(doc)
     lines += _next_tests(doc)
-    lines += _remedy(doc)
+    lines += _remedy(doc) if enough else []
     lines += _timeline(doc)
     return "\n".join(lines).rstrip("\n") + "\n"
 

@@ -34,6 +34,10 @@ def render_terminal(d: Diagnosis, console: Console) -> None:
         + (f" · profile {escape(d.profile.source)}" if d.profile.source else " · no profile")
     )
     console.print()
+    if not d.differential.enough_to_go_on:
+        _not_enough(d, console)
+        _footer(d, console, unmatched=False)
+        return
     family = d.differential.family_leader
     if leader and leader.probability >= LIKELY_PROBABILITY:
         cond = kb.conditions[leader.condition]
@@ -86,11 +90,14 @@ def render_terminal(d: Diagnosis, console: Console) -> None:
 
     if leader:
         by_id = {f.id: f for f in d.findings}
+        # A group's later witnesses are the same event as its first: say so, it counts once.
+        same_as = {fid: fids[0] for _gid, fids in leader.support_groups for fid in fids[1:]}
         console.print(f"[bold]Evidence for {leader.condition}[/]")
         for fid in leader.support or ():
             f = by_id.get(fid)
             mark = "+" if f and f.state is FindingState.PRESENT else "−"
-            console.print(f"  [green]{mark}[/] [bold]{fid}[/] {escape(_evidence_line(f))}")
+            once = f" [dim](same event as {same_as[fid]}, counted once)[/]" if fid in same_as else ""
+            console.print(f"  [green]{mark}[/] [bold]{fid}[/]{once} {escape(_evidence_line(f))}")
         if not leader.support:
             console.print("  (nothing observed points to it yet)", style="dim")
         if leader.against:
@@ -131,6 +138,26 @@ def render_terminal(d: Diagnosis, console: Console) -> None:
         console.print()
 
     _footer(d, console)
+
+
+def _not_enough(d: Diagnosis, console: Console) -> None:
+    """Nothing observed or said bears on any condition: say so, show what was not
+    understood and the questions whose answers would, instead of ranking by prior."""
+    from rich.markup import escape
+
+    console.print("[bold yellow]NOT ENOUGH TO GO ON.[/] Nothing observed or said bears on any known condition, "
+                  "so a ranking would only repeat how common each failure is.")
+    for u in d.unmatched:
+        near = f" [dim](nearest: {', '.join(u.nearest)})[/]" if u.nearest else ""
+        console.print(f"  [yellow]symptom not understood:[/] \"{escape(u.text)}\"{near}")
+    if d.next_tests:
+        console.print("[bold]Questions to answer[/] (each would tell the likely failures apart)")
+        for t in d.next_tests:
+            how = "run the probe" if t.how == "probe" else "ask"
+            console.print(f"  → {escape(t.question)} [dim]({t.finding}, {how})[/]")
+    console.print("  [dim]Say what you see with --symptom \"...\" (error messages, status codes, what changed), "
+                  "or run without --no-probes; `prodx ask` asks these questions one at a time.[/]")
+    console.print()
 
 
 def _what_changed(d: Diagnosis, console: Console) -> None:
@@ -179,7 +206,7 @@ def _evidence_line(f: Finding | None) -> str:
     return f.summary or f.reason
 
 
-def _footer(d: Diagnosis, console: Console) -> None:
+def _footer(d: Diagnosis, console: Console, *, unmatched: bool = True) -> None:
     from rich.markup import escape
 
     if d.probe_runs:
@@ -198,6 +225,6 @@ def _footer(d: Diagnosis, console: Console) -> None:
         reasons.setdefault(f.reason, []).append(f.id)
     for reason, ids in sorted(reasons.items()):
         console.print(f"  [dim]unknown ({len(ids)}): {escape(reason)} — {', '.join(ids[:4])}{'…' if len(ids) > 4 else ''}[/]")
-    for u in d.unmatched:
+    for u in d.unmatched if unmatched else ():
         near = f" (nearest: {', '.join(u.nearest)})" if u.nearest else ""
         console.print(f"  [yellow]symptom not understood:[/] \"{escape(u.text)}\"{near}")
