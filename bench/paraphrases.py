@@ -1,18 +1,20 @@
 """Benchmark: does prodx understand a fact however an operator says it?
 
-Reads ``bench/paraphrases/bank-*.yaml``: for each matchable finding, six statements that
-assert it (``says``), two that deny it (``denies``) and two that share its words but mean
-something else (``unrelated``), written by someone who had not seen the KB's phrase lists.
-Each statement goes through ``prodx.engine.symptoms.match_symptoms`` alone. Statements are
-dealt into a ``dev`` half (what the vocabulary may be tuned on) and a ``test`` half (never
-tuned on) by SHA-256 of the finding and the statement, so a finding's statements fall on both
-sides. Prints, per half:
+Reads ``bench/paraphrases/bank-*.yaml`` and ``validation.yaml``: for each matchable finding,
+six statements that assert it (``says``), two that deny it (``denies``) and two that share
+its words but mean something else (``unrelated``), written by two people (in different
+voices) who had not seen the KB's phrase lists. Each statement goes through
+``prodx.engine.symptoms.match_symptoms`` alone. The first bank's statements are dealt into a
+``dev`` half (what the vocabulary may be tuned on) and a ``test`` half (never tuned on) by
+SHA-256 of the finding and the statement, so a finding's statements fall on both sides; the
+second bank is ``validation``, a check of tuning choices made on ``dev`` that is itself never
+tuned on statement by statement. Prints, per half:
 
 - recall: share of ``says`` that map to their finding as present;
 - denial: share of ``denies`` that map to it as absent (and how many map to it as present: wrong);
 - false alarms: share of ``unrelated`` that map to it as present.
 
-    python bench/paraphrases.py                 # both halves
+    python bench/paraphrases.py                 # every half
     python bench/paraphrases.py --half dev -v   # the dev half, with every miss printed
 """
 
@@ -43,14 +45,20 @@ def half_of(finding: str, statement: str) -> str:
     return "dev" if digest[0] % 2 == 0 else "test"
 
 
+HALVES = ("dev", "test", "validation")
+
+
 def load_bank(directory: Path = BANK) -> list[tuple[str, str, str, str]]:
-    """(half, kind, finding, statement) for every statement of the bank, in file order."""
+    """(half, kind, finding, statement) for every statement of the banks, in file order."""
     rows = []
-    for path in sorted(directory.glob("bank-*.yaml")):
+    for path in [*sorted(directory.glob("bank-*.yaml")), directory / "validation.yaml"]:
+        if not path.exists():
+            continue
         for entry in yaml.safe_load(path.read_text(encoding="utf-8")) or []:
             for kind in KINDS:
                 for statement in entry.get(kind) or []:
-                    rows.append((half_of(entry["finding"], statement), kind, entry["finding"], str(statement)))
+                    half = "validation" if path.name == "validation.yaml" else half_of(entry["finding"], statement)
+                    rows.append((half, kind, entry["finding"], str(statement)))
     return rows
 
 
@@ -70,7 +78,7 @@ def _pct(n: int, d: int) -> str:
 
 def report(results: dict[str, dict[str, list]], verbose: bool) -> str:
     lines = []
-    for half in ("dev", "test"):
+    for half in HALVES:
         if half not in results:
             continue
         r = results[half]
@@ -89,7 +97,7 @@ def report(results: dict[str, dict[str, list]], verbose: bool) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--half", choices=("dev", "test"), action="append", help="Only this half (repeatable).")
+    parser.add_argument("--half", choices=HALVES, action="append", help="Only this half (repeatable).")
     parser.add_argument("-v", "--verbose", action="store_true", help="Print every miss, wrong denial and false alarm.")
     args = parser.parse_args(argv)
     rows = [r for r in load_bank() if not args.half or r[0] in args.half]

@@ -143,6 +143,17 @@ _FREE_AMOUNT = re.compile(r"(\d+(?:\.\d+)?)\s*([gt])i?b?\s+(?:still\s+)?(?:avail
 #: A row of df: "tmpfs 99M 99M 0 100% /run", "/dev/sda1 20G 12G 7.0G 63% /".
 _DF_ROW = re.compile(r"(?:^|[\s:;])(?:/dev/\S+|tmpfs|overlay|udev|none|\S+:/\S*)\s+[\d.,]+[kmgtp]?i?b?\s+[\d.,]+[kmgtp]?i?b?"
                      r"\s+[\d.,]+[kmgtp]?i?b?\s+(\d{1,3})%", re.IGNORECASE)
+#: Subject words that start compound metric names (CloudWatch's CPUUtilization, MemoryUsage).
+_COMPOUND_SUBJECTS = ("cpu", "memory", "mem", "swap", "disk", "inode", "iowait")
+#: "from 60% to 95%", "rps jumped from 50 to 2000": a measure that rose.
+_RISE = re.compile(r"\bfrom\s+~?(\d+(?:\.\d+)?)\s*(%?)\s*(?:/s)?\s*to\s+~?(\d+(?:\.\d+)?)\s*(%?)", re.IGNORECASE)
+_TRAFFIC_WORDS = re.compile(r"\b(?:rps|qps|req/s|requests?|traffic|visitors|users online|guests|hits|connections)\b", re.IGNORECASE)
+#: "up 3:12", "up 7 min": uptime of a freshly booted host.
+_UPTIME = re.compile(r"\bup\s+(?:(\d{1,2}):\d\d\b|(\d+)\s*min)", re.IGNORECASE)
+#: "Loss% 12.0", "12% packet loss".
+_LOSS = re.compile(r"\bloss%?\s*[:=]?\s*(\d+(?:\.\d+)?)|(\d+(?:\.\d+)?)\s*%\s*packet loss", re.IGNORECASE)
+#: "less than 300 MB available", "only 120M free": little memory left.
+_LITTLE_LEFT = re.compile(r"(\d+(?:\.\d+)?)\s*([km])i?b?\s+(?:of memory\s+|of ram\s+)?(?:available|free|left)\b", re.IGNORECASE)
 _WORD_NUMBERS = {"a few": 3, "few": 3, "several": 5, "two": 2, "three": 3, "four": 4, "five": 5, "ten": 10,
                  "fifteen": 15, "twenty": 20, "thirty": 30, "sixty": 60}
 #: "takes 10-20 seconds to return", "up to five minutes to load": a wait a person measured.
@@ -415,14 +426,23 @@ def http_codes(text: str) -> list[str]:
     return list(dict.fromkeys(out))
 
 
+def _subject_of(word: str) -> str | None:
+    """What one word measures: a subject word, or a compound that starts with one
+    ("CPUUtilization", "MemoryUsage")."""
+    word = word.rstrip("%:,")
+    if word in _SUBJECTS:
+        return _SUBJECTS[word]
+    return next((_SUBJECTS[k] for k in _COMPOUND_SUBJECTS if word.startswith(k) and len(word) > len(k) + 2), None)
+
+
 def _subject(words: list[str], at: int) -> str:
     """The measured thing nearest to word index ``at`` (the words before count first, but a
     label right after the number names it: top's "95% us, 0% idle")."""
-    if at + 1 < len(words) and _SUBJECTS.get(words[at + 1].rstrip("%:,")):
-        return _SUBJECTS[words[at + 1].rstrip("%:,")]
+    if at + 1 < len(words) and _subject_of(words[at + 1]):
+        return _subject_of(words[at + 1])
     best: tuple[int, str] | None = None
     for i, w in enumerate(words):
-        key = _SUBJECTS.get(w.rstrip("%:"))
+        key = _subject_of(w)
         if key is None:
             continue
         dist = (at - i) if i <= at else (i - at) + 1
@@ -469,6 +489,16 @@ def quantities(sentence: str) -> list[str]:
     ['many processes']
     >>> quantities('"No space left on device" while / shows 20G available')
     ['df shows free']
+    >>> quantities("CloudWatch alarm: CPUUtilization > 95% for 15 minutes")
+    ['high cpu']
+    >>> quantities("Disk usage went from 60% to 95% in two hours")
+    ['disk usage rising']
+    >>> quantities("rps jumped from 50 to 2000 in like 5 min")
+    ['traffic spike']
+    >>> quantities('uptime says "up 3:12"; mtr shows Loss% 12.0 on the last hop')
+    ['rebooted recently', 'packet loss']
+    >>> quantities("the 16 GB instance has less than 300 MB of memory available")
+    ['memory full']
     """
     out: list[str] = []
     lowered = re.sub(r"(\d)\s*(?:percent|pct)\b", r"\1%", re.sub(r"(\d)\s+%", r"\1%", sentence.lower()))
@@ -487,7 +517,7 @@ def quantities(sentence: str) -> list[str]:
     words = lowered_rest.replace("%", "% ").split()
     for i, w in enumerate(words):
         pm = _PERCENT.fullmatch(w.strip("(),;:~"))
-        if not pm:
+        if not pm or (i and words[i - 1] == "from"):  # "from 60% to 95%": where it ended counts
             continue
         value = float(pm.group(1))
         stripped = [x.strip("(),;:~") for x in words]
@@ -513,6 +543,26 @@ def quantities(sentence: str) -> list[str]:
     if any(int(m.group(1).replace(",", "")) >= 100 for m in _PROCESS_COUNT.finditer(lowered)):
         out.append("many processes")
     out += _sizes(lowered)
+    for m in _RISE.finditer(lowered):
+        low, high = float(m.group(1)), float(m.group(3))
+        before = lowered[max(0, m.start() - 60) : m.start()].split()
+        subject = _subject(before + ["x"], len(before))
+        if m.group(2) or m.group(4):
+            if subject == "disk" and high >= low + 10:
+                out.append("disk usage rising")
+            elif subject == "mem" and high >= low + 15:
+                out.append("memory grows")
+        elif low > 0 and high >= 3 * low and _TRAFFIC_WORDS.search(lowered[max(0, m.start() - 60) : m.end() + 20]):
+            out.append("traffic spike")
+    if any((m.group(1) and int(m.group(1)) < 24) or m.group(2) for m in _UPTIME.finditer(lowered)) and "uptime" in lowered:
+        out.append("rebooted recently")
+    for m in _LOSS.finditer(lowered):
+        if float(m.group(1) or m.group(2)) >= 1:
+            out.append("packet loss")
+    for m in _LITTLE_LEFT.finditer(lowered):
+        near = lowered[max(0, m.start() - 80) : m.end() + 30].split()
+        if any(_subject_of(w) == "mem" for w in near) and (m.group(2).lower() == "k" or float(m.group(1)) < 1024):
+            out.append("memory full")
     for m in _COLUMN.finditer(lowered):
         out += _judge(_SUBJECTS.get(m.group(1).lower(), "io"), float(m.group(2)), "")
     if re.search(r"%cpu|pcpu|\bcpu\b|\btop\b", lowered) and any(100 < float(m.group(1)) <= 6400 for m in _PROCESS_SHARE.finditer(lowered)):
@@ -664,7 +714,15 @@ def _match_words(text: _Words, compiled: list[_Phrases], loose: bool, m: _Matche
 
 
 def _sentences(text: str) -> list[str]:
-    return [s.strip() for s in _SENTENCE.split(text) if s and s.strip()]
+    """The sentences of a text; a fragment of three words or fewer ("still broken") belongs
+    to the sentence before it."""
+    out: list[str] = []
+    for piece in (s.strip() for s in _SENTENCE.split(text) if s and s.strip()):
+        if out and len(piece.split()) <= 3:
+            out[-1] = f"{out[-1]} {piece}"
+        else:
+            out.append(piece)
+    return out
 
 
 #: The probes whose log signatures mean "a log holds this line": a person who pastes such a

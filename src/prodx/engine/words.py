@@ -22,6 +22,8 @@ import snowballstemmer
 _STEMMER = snowballstemmer.stemmer("english")
 _WORD = re.compile(r"@?[a-z0-9][a-z0-9'/_.+=-]*[a-z0-9']|@?[a-z0-9]")
 # "synchronise", "utilisation", "analyse": one spelling, so one stem.
+#: "RedisException", "ConnectionError": a thing and what went wrong with it.
+_COMPOUND_ERROR = re.compile(r"\b([a-z]{3,}?)(exception|error)\b")
 #: "didn't", "isn't": the verb and its "not", so a phrase written either way matches.
 _CONTRACTION = re.compile(r"\b(do|does|did|is|are|was|were|has|have|had|would|should|could|need)n[’']t\b")
 _BRITISH = re.compile(r"^([a-z]{3,}?)(is|ys)(e|es|ed|ing|ation|ations|er|ers)$")
@@ -94,15 +96,18 @@ class Vocabulary:
         return text
 
     def words(self, text: str) -> list[str]:
-        """Lower-cased words after the terms; hyphenated and slashed words also give their parts.
+        """Lower-cased words after the terms; hyphenated, slashed and dotted words (file and
+        unit names) also give their parts, and an exception's class name its two words.
 
         >>> Vocabulary(Lexicon()).words("Per-user limit: 512 processes; I/O error")
         ['per-user', 'per', 'user', 'limit', '512', 'processes', 'i/o', 'i', 'o', 'error']
+        >>> Vocabulary(Lexicon()).words("nginx.service failed; RedisException in access.log")
+        ['nginx.service', 'nginx', 'service', 'failed', 'redis', 'exception', 'in', 'access.log', 'access', 'log']
         """
         out: list[str] = []
-        for w in _WORD.findall(self.rewrite(text)):
+        for w in _WORD.findall(_COMPOUND_ERROR.sub(r"\1 \2", self.rewrite(text))):
             out.append(w)
-            parts = [p for p in re.split(r"[-/]", w) if p]
+            parts = [p for p in re.split(r"[-/]|\.(?=[a-z])", w) if p]
             if len(parts) > 1:
                 out.extend(parts)
         return out
