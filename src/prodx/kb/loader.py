@@ -1,9 +1,9 @@
 """Loads the knowledge base: findings, log signatures and conditions, validated by schema.
 
 Reads ``data/findings/*.yaml`` (or one ``findings.yaml``), ``data/signatures/*.yaml`` (or one
-``signatures.yaml``), ``hogs.yaml``, ``locations.yaml`` and ``data/conditions/*.yaml`` from the
-package, then the same layout from each ``--kb DIR`` (a site's condition replaces a shipped one
-of the same id). Any error names the file, the line and the field.
+``signatures.yaml``), ``hogs.yaml``, ``locations.yaml``, ``follow.yaml`` (what the second pass
+follows) and ``data/conditions/*.yaml`` from the package, then the same layout from each
+``--kb DIR`` (a site's condition replaces a shipped one of the same id). Any error names the file, the line and the field.
 """
 
 from __future__ import annotations
@@ -88,6 +88,8 @@ class KnowledgeBase:
     conditions: dict[str, ConditionDef] = field(default_factory=dict)
     signatures: list[dict[str, Any]] = field(default_factory=list)
     hogs: list[dict[str, Any]] = field(default_factory=list)
+    #: What the second pass follows (``follow.yaml``): ``rules`` and ``ports``.
+    follow: dict[str, Any] = field(default_factory=lambda: {"rules": [], "ports": {}})
     locations: dict[str, list[str]] = field(default_factory=lambda: {"service_logs": [], "system_logs": [], "kernel_logs": []})
     sources: list[str] = field(default_factory=list)
 
@@ -212,6 +214,11 @@ def _load_dir(kb: KnowledgeBase, directory: Path, *, shipped: bool) -> None:
     if locations_file.exists():
         for key, paths in load_yaml(locations_file, "locations").items():
             kb.locations[key] += [p for p in paths if p not in kb.locations[key]]
+    follow_file = directory / "follow.yaml"
+    if follow_file.exists():
+        follow = load_yaml(follow_file, "follow")
+        kb.follow["rules"] += follow.get("rules", [])
+        kb.follow["ports"].update({int(k): v for k, v in follow.get("ports", {}).items()})
     hogs_file = directory / "hogs.yaml"
     if hogs_file.exists():
         kb.hogs.extend(load_yaml(hogs_file, "hogs"))

@@ -157,7 +157,6 @@ class DiskQuota(AppOnLoop):
     )
     mkfs_args = ("-O", "quota")
     mount_options = ("usrquota",)
-    visible_without_profile = False
     needs = Needs(commands=(*LOOP_COMMANDS, ("setquota", "quota"), ("quota", "quota")), check=_quota_unmet)
     limit_kib = 2048
 
