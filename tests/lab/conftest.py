@@ -115,6 +115,7 @@ class LabHelpers:
 
     stage = staticmethod(stage)
     write_as = staticmethod(write_as)
+    diagnose = staticmethod(diagnose_json)
     assert_diagnosed = staticmethod(assert_diagnosed)
 
 
