@@ -198,8 +198,21 @@ def _folders(ctx: ProbeContext, leads: list[Lead], probes: dict[str, type[Probe]
 
 # ---- endpoints, upstreams, certificates ----------------------------------------------------------
 
-def _endpoints(ctx: ProbeContext, leads: list[Lead], probes: dict[str, type[Probe]]) -> list[Step]:
+def _examined_endpoints(ctx: ProbeContext) -> set[tuple[str, int]]:
+    """What the first pass connected to already: the profile's dependencies and the local
+    databases it found running (dep.databases examines those)."""
     known = {d.address for d in ctx.target.dependencies}
+    for svc in ctx.discovery().services:
+        if svc.role in ("database", "cache"):
+            for listen in svc.ports:
+                host, _, port = listen.rpartition(":")
+                for local in ("127.0.0.1", "localhost", "::1", host.strip("[]")):
+                    known.add((local, int(port)))
+    return known
+
+
+def _endpoints(ctx: ProbeContext, leads: list[Lead], probes: dict[str, type[Probe]]) -> list[Step]:
+    known = _examined_endpoints(ctx)
     fresh = [lead for lead in leads if lead.address not in known]
     if not fresh:
         return []
