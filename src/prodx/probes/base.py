@@ -107,9 +107,15 @@ class ProbeContext:
     def discovery(self) -> Any:
         """What discovery found (``prodx.discovery.Discovery``): seeded by ``diagnose``, else
         computed once by the first probe that asks."""
-        from prodx.discovery import discover
+        from prodx.discovery import Discovery, discover
 
-        return self.fact("discovery", lambda: discover(self.host))
+        def compute() -> Any:
+            try:
+                return discover(self.host)
+            except Exception as exc:  # noqa: BLE001 - a convenience: without it probes see less
+                return Discovery(notes=[f"discovery failed: {type(exc).__name__}: {exc}"])
+
+        return self.fact("discovery", compute)
 
     def seed(self, key: str, value: Any) -> None:
         """Provide fact ``key`` computed before the probes ran (discovery)."""
