@@ -11,23 +11,33 @@ from pathlib import Path
 
 from prodx.lab.framework import LOOP_COMMANDS, Needs, profile_toml
 from prodx.lab.sandbox import LabError, Sandbox
-from prodx.lab.scenarios.common import AppOnLoop, fill, fill_argv, mib
+from prodx.lab.scenarios.common import AppOnLoop, ServedAppOnLoop, fill, fill_argv, mib
 
 
-class DiskFull(AppOnLoop):
+class DiskFull(ServedAppOnLoop):
     name = "disk-full"
     condition = "disk-full"
-    description = "root writes one big data file (mnt/data/blob.bin) until ENOSPC, root's reserve included"
+    description = ("a PHP app (nginx + PHP-FPM as its own user) keeps its sessions on a small ext4; root writes one "
+                   "big data file (mnt/data/blob.bin) until ENOSPC, root's reserve included; logins stop taking")
     symptoms = (
         "logins do not take: the session cannot be written",
         "pages return 500; the app log stops updating",
         "even root gets 'No space left on device'",
     )
 
+    def setup(self, sb: Sandbox) -> None:
+        super().setup(sb)
+        if not self.web.login("alice").logged_in:
+            raise LabError(f"the healthy app does not keep a login; see {self.web.logs}")
+
     def inject(self, sb: Sandbox) -> None:
         data = sb.mkdirs(self.mnt / "data")
         r = fill(sb, "blob", data / "blob.bin")
         self.injected.append(f"root wrote {mib(r['bytes'])} to {data / 'blob.bin'} until {r['errno']}")
+        seen = self.web.login("bob")
+        if seen.logged_in or "No space left on device" not in self.web.php_errors():
+            raise LabError(f"a login still took on the full disk, or PHP logged no ENOSPC; see {self.web.logs}")
+        self.injected.append("a login now shows the login form again; PHP logged 'No space left on device'")
 
 
 class LogGrowth(AppOnLoop):
