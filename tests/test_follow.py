@@ -354,3 +354,21 @@ def test_failed_start_under_systemd_reads_the_units_last_attempt_in_the_journal(
     assert f.state is P, f.reason
     assert f.evidence["servers"][0]["source"] == "journalctl -u nginx.service"
     assert f.evidence["servers"][0]["result"] == "exit-code"
+
+
+def test_a_second_pass_plan_that_hangs_is_abandoned_and_the_run_ends_on_time(kb, monkeypatch) -> None:
+    """Planning stats the named paths; a stat on a dead network mount never returns. The
+    planner is replaced by one that blocks like that stat (no dead mount can be staged here
+    without root and FUSE): the run still ends at its deadline, with the first pass's findings."""
+    gate = threading.Event()
+    monkeypatch.setattr(follow_mod, "plan", lambda found, c: gate.wait(30) or [])
+    ctx = ProbeContext(LocalHost(), Target(), kb)
+    ctx.seed("discovery", Discovery())
+    quick = _Quick()
+    quick.name = "test.quick"
+    start = time.monotonic()
+    findings, runs = run_probes([quick], ctx, deadline_s=1.0)
+    elapsed = time.monotonic() - start
+    gate.set()
+    assert elapsed < 2.0
+    assert [r.name for r in runs] == ["test.quick"] and findings[0].state is P

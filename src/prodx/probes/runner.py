@@ -117,6 +117,25 @@ def _run_pass(
     return extra, runs
 
 
+def _plan_bounded(findings: list[Finding], ctx: ProbeContext, end: float) -> list:
+    """The second pass's plan, made in a daemon thread abandoned at ``end``: planning stats the
+    named paths, and a stat on a dead network mount never returns."""
+    from prodx.probes.follow import plan
+
+    box: list[list] = []
+
+    def make() -> None:
+        try:
+            box.append(plan(findings, ctx))
+        except Exception:  # noqa: BLE001 - a plan that cannot be made means no second pass
+            box.append([])
+
+    worker = threading.Thread(target=make, name="prodx-follow-plan", daemon=True)
+    worker.start()
+    worker.join(max(0.0, end - time.monotonic()))
+    return box[0] if box else []
+
+
 def run_probes(
     probes: list[Probe], ctx: ProbeContext, deadline_s: float, *, follow: bool = True
 ) -> tuple[list[Finding], list[ProbeRun]]:
@@ -132,9 +151,9 @@ def run_probes(
     found, runs = _run_pass([(p, ctx) for p in probes], start, end)
     merged = _merge(found)
     if follow and end - time.monotonic() >= _MIN_SECOND_PASS_S:
-        from prodx.probes.follow import annotate, plan
+        from prodx.probes.follow import annotate
 
-        steps = plan(merged, ctx)
+        steps = _plan_bounded(merged, ctx, end)
         if steps:
             more, more_runs = _run_pass([(s.probe, s.ctx) for s in steps], time.monotonic(), end, second=True)
             decided = [f for f in more if f.state is not FindingState.UNKNOWN]
