@@ -372,3 +372,44 @@ def test_a_second_pass_plan_that_hangs_is_abandoned_and_the_run_ends_on_time(kb,
     gate.set()
     assert elapsed < 2.0
     assert [r.name for r in runs] == ["test.quick"] and findings[0].state is P
+
+
+# ---- replays of real lab runs made with no profile ----------------------------------------------
+
+HOSTS = Path(__file__).parent / "fixtures" / "hosts"
+
+
+def _replay(kb, name: str):
+    from prodx.diagnosis import DiagnoseOptions, diagnose
+    from prodx.host.fixture import FixtureHost
+
+    return diagnose(DiagnoseOptions(deadline_s=60), host=FixtureHost(HOSTS / name), kb=kb)
+
+
+def test_replay_no_profile_root_owned_cache_is_found_by_following_the_php_log(kb) -> None:
+    result = _replay(kb, "cache-owned-by-root-no-profile")
+    mismatch, eacces = result.finding("storage.owner_mismatch"), result.finding("storage.write_eacces")
+    assert mismatch.state is P and eacces.state is P
+    for f in (mismatch, eacces):
+        followed = f.evidence["followed"][0]
+        assert followed["from"] == "log.cache_write_failed" and "/var/cache/prod/twig/" in followed["target"]
+        assert followed["file"].endswith("php-errors.log")
+    assert result.differential.leader.condition == "ownership-changed"
+
+
+def test_replay_no_profile_stopped_database_named_by_pdo_is_dependency_down(kb) -> None:
+    result = _replay(kb, "dependency-down-no-profile")
+    unreachable = result.finding("net.dependency_unreachable")
+    assert unreachable.state is P and unreachable.evidence["followed"][0]["service"] == "postgres"
+    assert result.finding("dep.refused").state is P
+    assert result.differential.leader.condition == "dependency-down"
+
+
+def test_replay_no_profile_expired_certificate_of_an_nginx_started_with_c_is_tls_expired(kb) -> None:
+    result = _replay(kb, "expired-certificate-no-profile")
+    nginx = next(s for s in result.discovery.services if s.kind == "nginx")
+    assert not nginx.config.startswith("/etc/")  # started with -c, outside /etc
+    expired = result.finding("tls.cert_expired")
+    assert expired.state is P
+    assert {e["where"] for e in expired.evidence["expired"]} & {p for p, _ in result.discovery.certificates}
+    assert result.differential.leader.condition == "tls-expired"
