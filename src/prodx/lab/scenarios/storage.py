@@ -94,10 +94,11 @@ class SessionStoreFull(AppOnLoop):
         self.injected.append(f"{self.user.name} created {r['files']} session files in {sessions} until {r['errno']}")
 
 
-class InodeExhaustion(AppOnLoop):
+class InodeExhaustion(ServedAppOnLoop):
     name = "inode-exhaustion"
     condition = "inode-exhaustion"
-    description = "ext4 made with 2048 inodes; root creates tiny files in mnt/data/chunks until ENOSPC on inodes"
+    description = ("a PHP app (nginx + PHP-FPM as its own user) keeps its sessions on an ext4 made with 2048 "
+                   "inodes; root creates tiny files in mnt/data/chunks until ENOSPC on inodes; logins stop taking")
     symptoms = (
         "'No space left on device' although df -h shows plenty free",
         "new files cannot be created; appending to existing ones still works",
@@ -108,6 +109,9 @@ class InodeExhaustion(AppOnLoop):
         chunks = sb.mkdirs(self.mnt / "data/chunks")
         r = fill(sb, "files", chunks, "chunk-")
         self.injected.append(f"root created {r['files']} tiny files in {chunks} until {r['errno']}")
+        if self.web.login("bob").logged_in:
+            raise LabError("a login still took with no inode left")
+        self.injected.append("a login now shows the login form again: PHP cannot create the session file")
 
 
 class ReservedBlocks(AppOnLoop):
