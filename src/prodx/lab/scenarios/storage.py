@@ -12,6 +12,7 @@ from pathlib import Path
 from prodx.lab.framework import LOOP_COMMANDS, Needs, profile_toml
 from prodx.lab.sandbox import LabError, Sandbox
 from prodx.lab.scenarios.common import AppOnLoop, ServedAppOnLoop, fill, fill_argv, mib
+from prodx.lab.webstack import webstack_unmet
 
 
 class DiskFull(ServedAppOnLoop):
@@ -160,18 +161,19 @@ def _quota_unmet() -> str | None:
     return None
 
 
-class DiskQuota(AppOnLoop):
+class DiskQuota(ServedAppOnLoop):
     name = "quota"
     condition = "disk-quota"
-    description = ("ext4 with the quota feature mounted usrquota; a 2 MiB block quota for the app user, "
-                   "who writes mnt/app/data/upload.bin until EDQUOT")
+    description = ("ext4 with the quota feature mounted usrquota; a 2 MiB block quota for the app user (who runs "
+                   "nginx + PHP-FPM), who writes mnt/app/data/upload.bin until EDQUOT; its sessions then fail too")
     symptoms = (
         "the app gets 'Disk quota exceeded' while df shows the disk nearly empty",
         "root and other users can still write",
     )
     mkfs_args = ("-O", "quota")
     mount_options = ("usrquota",)
-    needs = Needs(commands=(*LOOP_COMMANDS, ("setquota", "quota"), ("quota", "quota")), check=_quota_unmet)
+    needs = Needs(commands=(*LOOP_COMMANDS, ("setquota", "quota"), ("quota", "quota")),
+                  check=lambda: _quota_unmet() or webstack_unmet())
     limit_kib = 2048
 
     def inject(self, sb: Sandbox) -> None:
@@ -183,6 +185,9 @@ class DiskQuota(AppOnLoop):
             raise LabError(f"quota not enforced: the fill stopped with {r['errno']}, not EDQUOT")
         self.injected.append(f"block quota {lim} KiB for {self.user.name}; it wrote {mib(r['bytes'])} "
                              f"to {data / 'upload.bin'} until {r['errno']}")
+        if self.web.login("bob").logged_in:
+            raise LabError("a login still took with the app's user over its quota")
+        self.injected.append("a login now shows the login form again: PHP cannot write the session")
 
 
 class ReadonlyRemount(AppOnLoop):
