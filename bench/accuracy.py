@@ -5,8 +5,8 @@ Two sources of truth:
 - the lab (root): every scenario that can run here is staged for real in its sandbox
   (``prodx.lab.staged``, torn down on every way out, Ctrl-C included) and diagnosed by
   ``python -m prodx diagnose --json --profile <sandbox>/profile.toml`` as a child process; its
-  wall time is the time to diagnosis. Scenarios visible without a profile are diagnosed a
-  second time without one (a separate row).
+  wall time is the time to diagnosis. Each is diagnosed a second time without a profile, on
+  the same staging (a separate row).
 - real incidents, diagnosed from their words alone (``prodx diagnose --no-probes`` with each
   symptom and observation line as a ``--symptom``, in this process): the held-out half of the
   corpus (``bench/corpus/heldout``, never tuned on: the headline figure), its tuning half
@@ -107,7 +107,7 @@ def run_lab(names: list[str]) -> list[Outcome]:
             progress(f"[{i}/{len(selected)}] {name}: skipped ({'; '.join(unmet)})")
             continue
         progress(f"[{i}/{len(selected)}] {name}: staging")
-        variants = [("profile", True)] + ([("no profile", False)] if cls.visible_without_profile else [])
+        variants = [("profile", True), ("no profile", False)]
         rows: list[Outcome] = []
         try:
             with staged(scenario) as run:

@@ -118,6 +118,20 @@ def test_discovery_finds_the_private_postgresql_with_its_port_and_log(stack: Sta
     assert str(stack.pg.log) in pg.logs
 
 
+def test_discovery_reads_the_backend_nginx_hands_php_to_from_the_config_it_was_started_with(stack: Stack) -> None:
+    upstreams = dict(stack.found.upstreams)
+    sock = f"unix:{stack.sb.path('php-fpm.sock')}"
+    assert sock in upstreams and "fastcgi_pass in " + str(stack.sb.path("nginx/nginx.conf")) in upstreams[sock]
+    nginx = _service(stack.found, _master(stack, "nginx"))
+    assert nginx.config_files[0] == str(stack.sb.path("nginx/nginx.conf"))
+
+
+def test_discovery_reads_postgresql_config_from_its_data_directory_argument(stack: Stack) -> None:
+    if stack.pg is None:
+        pytest.skip(postgres_unmet() or "")
+    assert _service(stack.found, stack.pg.pid).config == str(stack.pg.data_dir / "postgresql.conf")
+
+
 def test_discovery_finds_the_private_redis_with_its_port(stack: Stack) -> None:
     if stack.redis is None:
         pytest.skip(redis_unmet() or "")

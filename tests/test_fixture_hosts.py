@@ -22,7 +22,8 @@ def replayed(request, kb):
     expected = yaml.safe_load(request.param.read_text())
     # A replay cannot hang, but a loaded machine can slow it: a generous deadline keeps a
     # busy CI from turning findings into timeouts.
-    options = DiagnoseOptions(profile_path=str(directory / "profile.toml"), deadline_s=60)
+    profile = directory / "profile.toml"  # none in a capture made without a profile
+    options = DiagnoseOptions(profile_path=str(profile) if profile.exists() else "", deadline_s=60)
     result = diagnose(options, host=FixtureHost(directory), kb=kb)
     return expected, result
 

@@ -114,16 +114,22 @@ def build_target_with_sources(
     else:
         services = found.service_names
         sources["services"] = {s.name: f"discovery: {s.kind} pid {s.pid}" for s in reversed(found.services)}
+        sources["services"].update({n: f"discovery: {why}" for n, why in found.supervised if n not in sources["services"]})
     target = Target(
         name=profile.name,
         user=host.user(user_name) if user_name else None,
         user_name=user_name,
+        user_source=sources["user"].split(":", 1)[0],
         writable=writable,
         logs=logs,
         services=services,
         # Folders discovery read from the app's own config (session.save_path, a framework's
         # var/cache) are the app's as much as a profile's list is.
         writable_from_profile=bool(profile.writable) or bool(found.writable),
+        services_from_profile=bool(profile.services) or bool(found.supervised),
+        # Who writes each discovered folder, unless --as or the profile named one user for all.
+        writable_users={} if (as_user or profile.user) else
+        {p: u for p, name in found.writable_users.items() if p in writable and (u := host.user(name)) is not None},
         http=list(profile.http),
         dependencies=list(profile.dependencies),
         tls=list(profile.tls),

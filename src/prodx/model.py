@@ -99,6 +99,8 @@ class ProbeRun:
     status: ProbeStatus
     duration_s: float
     detail: str = ""
+    #: Run in the second pass, on what the first pass's findings named (prodx.probes.follow).
+    followed: bool = False
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -106,4 +108,5 @@ class ProbeRun:
             "status": self.status.value,
             "duration_s": round(self.duration_s, 3),
             "detail": self.detail,
+            "pass": 2 if self.followed else 1,
         }

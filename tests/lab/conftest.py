@@ -89,15 +89,25 @@ def diagnose_json(run: Staged, *, profile: bool = True) -> dict[str, Any]:
     return json.loads(proc.stdout)
 
 
-def assert_diagnosed(run: Staged, *, profile: bool = True) -> None:
-    """The leading condition is one the scenario accepts, at probability >= 0.5."""
-    doc = diagnose_json(run, profile=profile)
+def diagnosis_line(doc: dict[str, Any], accepted: tuple[str, ...]) -> tuple[bool, str]:
+    """Whether the leader is an accepted condition at P >= 0.5, and a line saying what led."""
     ranking = [(d["condition"], round(d["probability"], 3)) for d in doc["differential"][:5]]
     lead = doc["differential"][0] if doc["differential"] else {"condition": None, "probability": 0.0}
     present = [f["id"] for f in doc["findings"] if f["state"] == "present"]
-    assert lead["condition"] in run.scenario.accepted and lead["probability"] >= 0.5, (
-        f"expected one of {run.scenario.accepted} first (p >= 0.5), got {ranking}; present findings {present}"
-    )
+    ok = lead["condition"] in accepted and lead["probability"] >= 0.5
+    return ok, f"got {ranking}; present findings {present}"
+
+
+def assert_diagnosed(run: Staged) -> None:
+    """Diagnosed twice on the one staging, with the scenario's profile and without any: each
+    time the leading condition is one the scenario accepts, at probability >= 0.5."""
+    results = []
+    for profile in (True, False):
+        ok, line = diagnosis_line(diagnose_json(run, profile=profile), run.scenario.accepted)
+        results.append((ok, f"{'with' if profile else 'without'} a profile: {line}"))
+    assert all(ok for ok, _ in results), (
+        f"expected one of {run.scenario.accepted} first (p >= 0.5) both ways; "
+        + " | ".join(line for _, line in results))
 
 
 class LabHelpers:
@@ -105,6 +115,7 @@ class LabHelpers:
 
     stage = staticmethod(stage)
     write_as = staticmethod(write_as)
+    diagnose = staticmethod(diagnose_json)
     assert_diagnosed = staticmethod(assert_diagnosed)
 
 

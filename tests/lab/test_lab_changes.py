@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import http.client
 import os
+import signal
 import subprocess
 
 import pytest
+from prodx.lab.sandbox import wait_port
 
 pytestmark = [
     pytest.mark.lab,
@@ -52,3 +54,28 @@ def test_dependency_regression_scenario_breaks_the_page_after_the_update_and_is_
         head = (sc.app / ".git/logs/HEAD").read_text()
         assert "Release 1.8" in head  # the code itself was deployed days ago
         lab.assert_diagnosed(run)
+
+
+def test_nginx_restarted_on_the_bad_config_stays_down_and_is_diagnosed_config_error_not_service_down(lab) -> None:
+    """The bad edit, then a restart: nginx stops and its start fails on the config, so it is
+    down. With the profile naming nginx and its error log, its last failed start is the
+    evidence (change.last_start_failed_config) and the diagnosis is config-error, not the
+    service-down a crash would be. (Without a profile a stopped nginx outside /etc leaves no
+    trace on a host without systemd or a supervisor: no process, no well-known log.)"""
+    with lab.stage("bad-config-change") as run:
+        web = run.scenario.web
+        prefix = run.sandbox.path("nginx")
+        argv = [web.nginx, "-p", f"{prefix}/", "-c", str(prefix / "nginx.conf"), "-e", str(web.nginx_error_log)]
+        # What `systemctl restart nginx` does first: SIGQUIT to the master (`nginx -s quit`
+        # would parse the broken config and refuse).
+        os.kill(int(run.sandbox.path("nginx.pid").read_text().split()[0]), signal.SIGQUIT)
+        wait_port(web.port, up=False)
+        start = subprocess.run([*argv, "-g", "daemon off;"], capture_output=True, text=True, timeout=30)
+        assert start.returncode != 0 and "[emerg]" in start.stderr
+        doc = lab.diagnose(run)
+        found = {f["id"]: f for f in doc["findings"]}
+        assert found["change.last_start_failed_config"]["state"] == "present", found["change.last_start_failed_config"]
+        lead = doc["differential"][0]
+        assert lead["condition"] == "config-error" and lead["probability"] >= 0.5, (
+            [(d["condition"], round(d["probability"], 3)) for d in doc["differential"][:4]],
+            [f for f, v in found.items() if v["state"] == "present"])

@@ -1,5 +1,6 @@
-"""Network and dependency lab scenarios reproduce their fault for real (a stopped PostgreSQL,
-a port taken from nginx, PostgreSQL out of slots), and prodx diagnoses each first.
+"""Network and dependency lab scenarios reproduce their fault for real (a stopped PostgreSQL
+under a PHP app, a port taken from nginx under supervisord, PostgreSQL out of slots), and
+prodx diagnoses each first, with the scenario's profile and without.
 
 Root only: PostgreSQL runs as the postgres user; nginx as root with its own config.
 """
@@ -39,7 +40,7 @@ def test_port_conflict_scenario_keeps_nginx_from_its_port_and_is_diagnosed_port_
         sc = run.scenario
         assert "Address already in use" in sc.error_log.read_text()
         assert _connect(sc.port) == "OK"  # the squatter answers, not nginx
-        assert sc.proc.poll() is not None
+        assert "FATAL" in sc.ctl(run.sandbox, "status", "nginx")  # supervisord gave up starting it
         lab.assert_diagnosed(run)
 
 

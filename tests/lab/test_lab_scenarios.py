@@ -1,4 +1,5 @@
-"""Each lab scenario reproduces its fault for real, and prodx diagnoses it first.
+"""Each lab scenario reproduces its fault for real, and prodx diagnoses it first, with the
+scenario's profile and without any (``lab.assert_diagnosed``).
 
 Root only: loop-mounted ext4 images, throwaway users, real processes, nginx + PHP-FPM.
 """
@@ -10,7 +11,6 @@ import stat
 
 import pytest
 
-from prodx.lab import all_scenarios
 
 pytestmark = [
     pytest.mark.lab,
@@ -151,12 +151,3 @@ def test_webstack_scenario_loses_logins_through_nginx_and_php_fpm_and_is_diagnos
         assert not seen.logged_in, seen.account_body
         assert "No space left on device" in web.php_errors()
         lab.assert_diagnosed(run)
-
-
-VISIBLE_WITHOUT_PROFILE = [n for n, cls in all_scenarios().items() if cls.visible_without_profile]
-
-
-@pytest.mark.parametrize("name", VISIBLE_WITHOUT_PROFILE)
-def test_scenario_visible_on_the_host_is_diagnosed_without_a_profile(lab, name: str) -> None:
-    with lab.stage(name) as run:
-        lab.assert_diagnosed(run, profile=False)

@@ -1,10 +1,11 @@
 """Zero-config discovery: the stack that runs on a host, and what a profile would say about it.
 
-``discover(host)`` finds the running servers (``stack.find_services``), reads their configs
-and the project folders they point at (``frameworks.read_layout``), and proposes the app's
-user, writable folders, logs and services, each with where it came from. ``profile_text``
-writes that as a commented profile TOML (``prodx init``). An empty ``Discovery`` means no
-known server runs here; ``notes`` say what could not be read and why.
+``discover(host)`` finds the running servers (``stack.find_services``), reads the configs
+their masters were started with and the project folders they point at
+(``frameworks.read_layout``, ``configs``), and proposes the app's user, writable folders,
+logs, services, certificates, TLS listeners and backends, each with where it came from.
+``profile_text`` writes that as a commented profile TOML (``prodx init``). An empty
+``Discovery`` means no known server runs here; ``notes`` say what could not be read and why.
 """
 
 from __future__ import annotations
@@ -36,10 +37,22 @@ class Discovery:
     app_roots: list[tuple[str, str]] = field(default_factory=list)
     frameworks: list[tuple[str, str]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: From the servers' configs: certificate files (path, why), chain files, TLS listeners
+    #: (host:port, server name, why) and the web servers' backends (unix:/path or host:port, why).
+    certificates: list[tuple[str, str]] = field(default_factory=list)
+    chain_files: list[tuple[str, str]] = field(default_factory=list)
+    tls_endpoints: list[tuple[str, str, str]] = field(default_factory=list)
+    upstreams: list[tuple[str, str]] = field(default_factory=list)
+    #: Programs a supervisor starts (process name, why): they should run, running or not.
+    supervised: list[tuple[str, str]] = field(default_factory=list)
+    #: Writable folder → the user who writes there; the PHP-FPM pools read (user, error log).
+    writable_users: dict[str, str] = field(default_factory=dict)
+    pools: list[Any] = field(default_factory=list)
 
     @property
     def service_names(self) -> list[str]:
-        return list(dict.fromkeys(s.name for s in self.services))
+        """The running servers' names, then the supervised programs' (running or not)."""
+        return list(dict.fromkeys([*(s.name for s in self.services), *(n for n, _ in self.supervised)]))
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -49,6 +62,11 @@ class Discovery:
             "logs": [{"path": p, "source": w} for p, w in self.logs],
             "app_roots": [{"path": p, "source": w} for p, w in self.app_roots],
             "frameworks": [{"path": p, "framework": f} for p, f in self.frameworks],
+            "certificates": [{"path": p, "source": w} for p, w in self.certificates],
+            "tls_endpoints": [{"endpoint": e, "server_name": n, "source": w} for e, n, w in self.tls_endpoints],
+            "upstreams": [{"target": t, "source": w} for t, w in self.upstreams],
+            "writable_users": self.writable_users,
+            "supervised": [{"name": n, "source": w} for n, w in self.supervised],
             "notes": self.notes,
         }
 
@@ -88,6 +106,10 @@ def discover(host: Host) -> Discovery:
     found.logs = [(p, w) for p, w in logs if not (p in seen or seen.add(p))]
     found.app_roots = layout.app_roots
     found.frameworks = layout.frameworks
+    found.certificates, found.chain_files = layout.certificates, layout.chain_files
+    found.tls_endpoints, found.upstreams = layout.tls_endpoints, layout.upstreams
+    found.writable_users, found.pools = layout.writable_users, layout.pools
+    found.supervised = layout.supervised
     return found
 
 

@@ -193,6 +193,18 @@ class Layout:
     pools: list[PhpPool] = field(default_factory=list)
     frameworks: list[tuple[str, str]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    #: Certificate files the servers' configs name (chain files apart), as (path, why).
+    certificates: list[tuple[str, str]] = field(default_factory=list)
+    chain_files: list[tuple[str, str]] = field(default_factory=list)
+    #: TLS listeners: (host:port to connect to, server name to ask for, why).
+    tls_endpoints: list[tuple[str, str, str]] = field(default_factory=list)
+    #: Backends the web servers hand requests to: (unix:/path or host:port, why).
+    upstreams: list[tuple[str, str]] = field(default_factory=list)
+    #: Programs a supervisor starts, as (process name, why): services that should run.
+    supervised: list[tuple[str, str]] = field(default_factory=list)
+    #: Writable folder → the user who writes there (a pool's session folder → its user), for
+    #: hosts where several apps run as different users.
+    writable_users: dict[str, str] = field(default_factory=dict)
 
     def add(self, kind: str, path: str, why: str) -> None:
         items: list[tuple[str, str]] = getattr(self, kind)
@@ -221,9 +233,11 @@ def _expand(host: Host, pattern: str, base: str) -> list[str]:
     return [pattern]
 
 
-def _walk_configs(host: Host, first: str, layout: Layout, parse: Any, include_keys: tuple[str, ...]) -> list[tuple[str, dict[str, list[str]]]]:
-    """Parse ``first`` and every file it includes, at most _MAX_CONFIG_FILES."""
-    base = os.path.dirname(first)
+def walk_configs(host: Host, first: str, layout: Layout, parse: Any, include_keys: tuple[str, ...],
+                 base: str = "") -> list[tuple[str, dict[str, list[str]], str]]:
+    """(path, parsed, text) of ``first`` and every file it includes, at most
+    _MAX_CONFIG_FILES; relative includes are relative to ``base`` (default: first's folder)."""
+    base = base or os.path.dirname(first)
     todo, seen, out = [first], set(), []
     while todo and len(seen) < _MAX_CONFIG_FILES:
         path = todo.pop(0)
@@ -234,7 +248,7 @@ def _walk_configs(host: Host, first: str, layout: Layout, parse: Any, include_ke
         if text is None:
             continue
         parsed = parse(text)
-        out.append((path, parsed))
+        out.append((path, parsed, text))
         for key in include_keys:
             for pattern in parsed.get(key, []):
                 todo += [p for p in _expand(host, pattern, base) if p not in seen]
@@ -255,23 +269,36 @@ def read_layout(host: Host, services: list[Any], rules: dict[str, Any]) -> Layou
     folders they point at."""
     layout = Layout()
     candidates: list[tuple[str, str]] = []
+    from prodx.discovery.configs import read_apache_extras, read_database_config, read_nginx_extras, read_supervisor
+
     for svc in services:
         if svc.kind == "nginx" and svc.config:
-            for path, d in _walk_configs(host, svc.config, layout, parse_nginx, ("include",)):
+            walked = walk_configs(host, svc.config, layout, parse_nginx, ("include",))
+            svc.config_files = [path for path, _d, _t in walked]
+            for path, d, _text in walked:
                 for root in d.get("root", []):
                     candidates.append((root, f"nginx root in {path}"))
                 for log in d.get("error_log", []) + d.get("access_log", []):
                     if log.startswith("/"):
                         layout.add("logs", log, f"nginx config {path}")
+            read_nginx_extras(host, svc, walked, layout)
         elif svc.kind == "apache" and svc.config:
-            for path, d in _walk_configs(host, svc.config, layout, parse_apache, ("include", "includeoptional")):
+            walked = walk_configs(host, svc.config, layout, parse_apache, ("include", "includeoptional"),
+                                  base=_server_root(svc))
+            svc.config_files = [path for path, _d, _t in walked]
+            for path, d, _text in walked:
                 for root in d.get("documentroot", []):
                     candidates.append((root, f"Apache DocumentRoot in {path}"))
                 for log in d.get("errorlog", []) + d.get("customlog", []):
                     if log.startswith("/"):
                         layout.add("logs", log, f"Apache config {path}")
+            read_apache_extras(host, svc, walked, layout, _server_root(svc))
         elif svc.kind == "php-fpm" and svc.config:
             _read_fpm(host, svc, layout, rules, candidates)
+        elif svc.role in ("database", "cache") and svc.config:
+            read_database_config(host, svc, layout)
+        elif svc.kind == "supervisor" and svc.config:
+            read_supervisor(host, svc, layout)
         if svc.app_cwd:
             for cwd in svc.cwd:
                 if cwd != "/":
@@ -283,6 +310,15 @@ def read_layout(host: Host, services: list[Any], rules: dict[str, Any]) -> Layou
     for root, why in list(layout.app_roots):
         _framework_dirs(host, root, rules, layout)
     return layout
+
+
+def _server_root(svc: Any) -> str:
+    """Apache's ServerRoot: its ``-d`` at start, else the config file's folder."""
+    from prodx.discovery.stack import command_words, flag_value
+    from prodx.host.base import ProcessInfo
+
+    root = flag_value(command_words(ProcessInfo(svc.pid, svc.name, cmdline=svc.cmdline)), ["-d"])
+    return root or os.path.dirname(svc.config)
 
 
 def _read_fpm(host: Host, svc: Any, layout: Layout, rules: dict[str, Any], candidates: list[tuple[str, str]]) -> None:
@@ -319,6 +355,8 @@ def _read_fpm(host: Host, svc: Any, layout: Layout, rules: dict[str, Any], candi
         why = (f"session.save_path of pool [{pool.name}] in {pool.source}" if pool.session_save_path
                else f"PHP's session.save_path for pool [{pool.name}] (php.ini or the default)")
         layout.add("writable", sessions, why)
+        if pool.user and pool.user != "root":
+            layout.writable_users.setdefault(os.path.normpath(sessions), pool.user)
         error_log = pool.error_log or ini.get("error_log", "")
         if error_log.startswith("/"):
             layout.add("logs", error_log, f"PHP error_log of pool [{pool.name}]")

@@ -57,6 +57,8 @@ class Service:
     logs: list[str] = field(default_factory=list)
     cwd: list[str] = field(default_factory=list)
     config_test: list[str] = field(default_factory=list)
+    #: The config files read for it: the main one and what it includes (nginx, Apache).
+    config_files: list[str] = field(default_factory=list)
     #: Its working folder is the app's (gunicorn, Node), not "/" or wherever it was started.
     app_cwd: bool = False
 
@@ -160,18 +162,64 @@ def flag_value(words: list[str], flags: list[str]) -> str:
     return ""
 
 
+def flag_values(words: list[str], flag: str) -> list[str]:
+    """Every value given to ``flag`` ("-c a=1 -c b=2", "-cb=2", "--flag=x").
+
+    >>> flag_values(["postgres", "-D", "/d", "-c", "port=5433", "-cconfig_file=/etc/pg.conf"], "-c")
+    ['port=5433', 'config_file=/etc/pg.conf']
+    """
+    out = []
+    for i, word in enumerate(words):
+        if word == flag and i + 1 < len(words):
+            out.append(words[i + 1])
+        elif flag.startswith("--") and word.startswith(flag + "="):
+            out.append(word[len(flag) + 1 :])
+        elif not flag.startswith("--") and word.startswith(flag) and len(word) > len(flag):
+            out.append(word[len(flag) :])
+    return out
+
+
+def config_from_command(words: list[str], rule: dict[str, Any]) -> str:
+    """The config file a server was started with, from its command line words and its
+    rule in frameworks.yaml; "" when the command line does not say.
+
+    >>> config_from_command(["/usr/sbin/nginx", "-p", "/srv/x/", "-c", "conf/n.conf"], {"config_flag": ["-c"], "prefix_flag": "-p"})
+    '/srv/x/conf/n.conf'
+    >>> pg = {"config_flag": ["--config-file"], "config_setting": "-c config_file", "data_flag": "-D", "config_in_data": "postgresql.conf"}
+    >>> config_from_command(["postgres", "-D", "/var/lib/postgresql/15/main", "-c", "config_file=/etc/postgresql/15/main/postgresql.conf"], pg)
+    '/etc/postgresql/15/main/postgresql.conf'
+    >>> config_from_command(["postgres", "-D", "/srv/pg/data", "-p", "5433", "-c", "fsync=off"], pg)
+    '/srv/pg/data/postgresql.conf'
+    >>> config_from_command(["/usr/bin/redis-server", "/srv/redis/redis.conf", "--port", "6380"], {"config_arg": True})
+    '/srv/redis/redis.conf'
+    >>> config_from_command(["/usr/sbin/apache2", "-d", "/srv/httpd", "-f", "conf/httpd.conf"], {"config_flag": ["-f"], "prefix_flag": "-d"})
+    '/srv/httpd/conf/httpd.conf'
+    """
+    found = flag_value(words, rule.get("config_flag", []))
+    if not found and rule.get("config_setting"):
+        flag, name = rule["config_setting"].split(" ", 1)
+        for value in flag_values(words, flag):
+            key, sep, val = value.partition("=")
+            if sep and key.strip() == name:
+                found = val.strip().strip("'\"")
+    if not found and rule.get("config_arg"):
+        found = next((w for w in words[1:] if not w.startswith("-") and w.endswith(".conf")), "")
+    if found and not found.startswith("/") and rule.get("prefix_flag"):
+        prefix = flag_value(words, [rule["prefix_flag"]])
+        found = (prefix.rstrip("/") + "/" + found) if prefix else found
+    if not found and rule.get("data_flag") and rule.get("config_in_data"):
+        data = flag_value(words, [rule["data_flag"]])
+        found = (data.rstrip("/") + "/" + rule["config_in_data"]) if data else ""
+    return found
+
+
 def _config_of(proc: ProcessInfo, rule: dict[str, Any]) -> str:
     joined = " ".join(proc.cmdline)
     # php-fpm renames its master "php-fpm: master process (/etc/php/8.2/fpm/php-fpm.conf)".
     match = re.search(r"master process \((/[^)]+)\)", joined)
     if match:
         return match.group(1)
-    words = command_words(proc)
-    found = flag_value(words, rule.get("config_flag", []))
-    if found and not found.startswith("/"):
-        prefix = flag_value(words, ["-p"])
-        found = (prefix.rstrip("/") + "/" + found) if prefix else found
-    return found or rule.get("config_default", "")
+    return config_from_command(command_words(proc), rule) or rule.get("config_default", "")
 
 
 def config_test_argv(template: list[str], svc: Service) -> list[str]:

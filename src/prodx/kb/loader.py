@@ -2,10 +2,10 @@
 
 Reads ``data/findings/*.yaml`` (or one ``findings.yaml``), ``data/signatures/*.yaml`` (or one
 ``signatures.yaml``), ``hogs.yaml``, ``locations.yaml``, ``lexicon.yaml`` (the operators'
-words), ``groups.yaml`` (evidence groups) and ``data/conditions/*.yaml`` from the package, then
-the same layout from each ``--kb DIR`` (a site's condition or group replaces a shipped one of
-the same id; a site's new group may not take a finding another group holds). Any error names
-the file, the line and the field.
+words), ``groups.yaml`` (evidence groups), ``follow.yaml`` (what the second pass follows) and
+``data/conditions/*.yaml`` from the package, then the same layout from each ``--kb DIR`` (a
+site's condition or group replaces a shipped one of the same id; a site's new group may not
+take a finding another group holds). Any error names the file, the line and the field.
 """
 
 from __future__ import annotations
@@ -116,6 +116,8 @@ class KnowledgeBase:
     conditions: dict[str, ConditionDef] = field(default_factory=dict)
     signatures: list[dict[str, Any]] = field(default_factory=list)
     hogs: list[dict[str, Any]] = field(default_factory=list)
+    #: What the second pass follows (``follow.yaml``): ``rules`` and ``ports``.
+    follow: dict[str, Any] = field(default_factory=lambda: {"rules": [], "ports": {}})
     locations: dict[str, list[str]] = field(default_factory=lambda: {"service_logs": [], "system_logs": [], "kernel_logs": []})
     sources: list[str] = field(default_factory=list)
     #: The operators' words that mean one thing (symptom understanding).
@@ -291,6 +293,11 @@ def _load_dir(kb: KnowledgeBase, directory: Path, *, shipped: bool) -> None:
     lexicon_file = directory / "lexicon.yaml"
     if lexicon_file.exists():
         kb.lexicon = kb.lexicon.merged(_lexicon(lexicon_file, kb.lexicon))
+    follow_file = directory / "follow.yaml"
+    if follow_file.exists():
+        follow = load_yaml(follow_file, "follow")
+        kb.follow["rules"] += follow.get("rules", [])
+        kb.follow["ports"].update({int(k): v for k, v in follow.get("ports", {}).items()})
     hogs_file = directory / "hogs.yaml"
     if hogs_file.exists():
         kb.hogs.extend(load_yaml(hogs_file, "hogs"))

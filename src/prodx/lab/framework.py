@@ -94,8 +94,6 @@ class Scenario:
     description: ClassVar[str] = ""
     symptoms: ClassVar[tuple[str, ...]] = ()
     needs: ClassVar[Needs] = Needs()
-    #: Whether prodx can see the fault with no profile at all (a full or read-only mount).
-    visible_without_profile: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)

@@ -59,9 +59,21 @@ class Target:
     services: list[str] = field(default_factory=list)
     #: True when ``writable`` is the site's own list, not the defaults every host has.
     writable_from_profile: bool = False
+    #: True when ``services`` says what should run (the profile's list, a supervisor's
+    #: programs), so some may be stopped; not only what discovery saw running.
+    services_from_profile: bool = False
     http: list[HttpCheck] = field(default_factory=list)
     dependencies: list[Dependency] = field(default_factory=list)
     tls: list[TlsCheck] = field(default_factory=list)
+    #: Where the user came from: "--as", "profile", "discovery" or "default".
+    user_source: str = ""
+    #: Writable folder → the user who writes there when that is not ``user`` (discovery saw
+    #: several apps: a pool's session folder is written by that pool's user).
+    writable_users: dict[str, UserInfo] = field(default_factory=dict)
+    #: A second-pass target (prodx.probes.follow): only what it lists is examined, nothing the
+    #: host shows besides (the first pass did that), and ``leads`` say what named each item.
+    second_pass: bool = False
+    leads: list[Any] = field(default_factory=list)
 
 
 class ProbeContext:
@@ -77,9 +89,33 @@ class ProbeContext:
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
 
+    def derive(self, target: Target) -> ProbeContext:
+        """A context for ``target`` on the same host and KB that shares this one's facts (the
+        process table, mounts, sockets are read once per run, whichever pass asks first)."""
+        other = ProbeContext(self.host, target, self.kb, write_test=self.write_test)
+        other._facts, other._locks, other._guard = self._facts, self._locks, self._guard
+        return other
+
     def processes(self) -> list[ProcessInfo]:
         """The process table, read once per run: every probe sees the same processes."""
         return self.fact("processes", self.host.processes)
+
+    def writer_of(self, directory: str) -> UserInfo | None:
+        """Whose writes to test in ``directory``: its own writer when known, else the app's user."""
+        return self.target.writable_users.get(directory) or self.target.user
+
+    def discovery(self) -> Any:
+        """What discovery found (``prodx.discovery.Discovery``): seeded by ``diagnose``, else
+        computed once by the first probe that asks."""
+        from prodx.discovery import Discovery, discover
+
+        def compute() -> Any:
+            try:
+                return discover(self.host)
+            except Exception as exc:  # noqa: BLE001 - a convenience: without it probes see less
+                return Discovery(notes=[f"discovery failed: {type(exc).__name__}: {exc}"])
+
+        return self.fact("discovery", compute)
 
     def seed(self, key: str, value: Any) -> None:
         """Provide fact ``key`` computed before the probes ran (discovery)."""

@@ -52,9 +52,7 @@ _PACKAGE_SLACK_S = 120
 
 def discovery(ctx: ProbeContext) -> Any:
     """The run's discovery result (computed once; ``diagnose`` may have seeded it)."""
-    from prodx.discovery import discover
-
-    return ctx.fact("discovery", lambda: discover(ctx.host))
+    return ctx.discovery()
 
 
 def _iso(ts: float) -> str:

@@ -94,7 +94,8 @@ def _is_postmaster(proc: ProcessInfo) -> bool:
 
 
 def targets(ctx: ProbeContext) -> list[Target]:
-    """The profile's database dependencies, then local servers the profile does not name."""
+    """The profile's database dependencies (in a second pass: the ones a log named), then
+    local servers the profile does not name."""
     out: list[Target] = []
     for dep in ctx.target.dependencies:
         kind = _KINDS.get(dep.kind)
@@ -103,6 +104,8 @@ def targets(ctx: ProbeContext) -> list[Target]:
         host, port = dep.address
         parts = urlsplit(dep.url)
         out.append(Target(kind, dep.name, host, port, unquote(parts.username or ""), unquote(parts.password or "")))
+    if ctx.target.second_pass:
+        return out  # the local servers were examined in the first pass
     procs = ctx.processes()
     try:
         listening = {s.inode: s for s in tcp_sockets(ctx) if s.state == "LISTEN"}

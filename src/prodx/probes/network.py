@@ -5,8 +5,8 @@ Reads (through the host):
 
 - ``/proc/net/tcp``, ``/proc/net/tcp6``, ``/proc/net/unix`` (sockets, see prodx.netparse) and
   each process's ``/proc/PID/fd`` links (``socket:[40417]``) to know who holds a socket;
-- nginx configs (``/etc/nginx/nginx.conf`` and its includes, or the ``-c`` of a running
-  nginx) for the ports it must listen on;
+- nginx configs (those discovery read from each running master's ``-p``/``-c``, else
+  ``/etc/nginx/nginx.conf`` and its includes) for the ports it must listen on;
 - ``/etc/resolv.conf`` (nameservers, search domains);
 - ``/proc/sys/net/netfilter/nf_conntrack_{count,max}``, ``/proc/net/stat/nf_conntrack``,
   ``/proc/sys/net/ipv4/ip_local_port_range``, ``/proc/net/netstat`` (sampled twice);
@@ -233,15 +233,14 @@ def reach(ctx: ProbeContext, host: str, port: int) -> dict[str, Any]:
 # ---- listening sockets and port conflicts ------------------------------------------------------
 
 def _nginx_config_files(ctx: ProbeContext) -> list[str]:
-    """nginx's main config (a running nginx's ``-c``, else /etc/nginx/nginx.conf) and the
-    files its ``include`` directives name, at most 200."""
-    mains = []
-    for p in ctx.processes():
-        if p.name == "nginx" and "-c" in p.cmdline[:-1]:
-            mains.append(p.cmdline[p.cmdline.index("-c") + 1])
-    mains = list(dict.fromkeys(mains)) or ["/etc/nginx/nginx.conf"]
+    """The config files of the running nginx masters (discovery read them from each one's
+    ``-p``/``-c``), else /etc/nginx/nginx.conf and the files its ``include`` directives
+    name, at most 200."""
+    running = [f for s in ctx.discovery().services if s.kind == "nginx" for f in s.config_files]
+    if running:
+        return list(dict.fromkeys(running))
     seen: list[str] = []
-    queue = list(mains)
+    queue = ["/etc/nginx/nginx.conf"]
     while queue and len(seen) < 200:
         path = queue.pop(0)
         if path in seen:

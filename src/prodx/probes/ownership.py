@@ -82,9 +82,10 @@ class OwnershipProbe(Probe):
             return
         denials = []
         for d in dirs:
-            denial = first_denial(ctx.host, d, user)
+            writer = ctx.writer_of(d) or user
+            denial = first_denial(ctx.host, d, writer)
             if denial:
-                denials.append(denial.__dict__ | {"writable": d, "text": denial.describe(user.name)})
+                denials.append(denial.__dict__ | {"writable": d, "text": denial.describe(writer.name)})
         if denials:
             yield present("storage.path_denied", "; ".join(x["text"] for x in denials), denials=denials, user=user.name)
         else:
@@ -95,7 +96,7 @@ class OwnershipProbe(Probe):
         for d in dirs:
             if ctx.host.stat(d).st_mode & stat.S_ISVTX:
                 continue  # a sticky shared folder (/tmp): other users' files are expected there
-            items, cut = _mismatches(ctx, d, user, end)
+            items, cut = _mismatches(ctx, d, ctx.writer_of(d) or user, end)
             found += items
             partial = partial or cut
         if found:

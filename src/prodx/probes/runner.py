@@ -4,6 +4,11 @@ A probe runs in a daemon thread. The runner waits for each until its deadline, t
 abandons it: its findings so far are kept, the rest become ``unknown`` with the reason.
 Calls that can block in the kernel live in forked children (``prodx.host.isolated``), so an
 abandoned thread is at worst reading /proc and never keeps the report from printing.
+
+Then, in what is left of the same deadline, a second pass (``prodx.probes.follow``) examines
+what the first pass's present findings name: a folder a log says cannot be written, the
+host:port that refused, a certificate file. Its probes run the same way and are abandoned the
+same way; what it cannot decide adds nothing.
 """
 
 from __future__ import annotations
@@ -18,11 +23,14 @@ from prodx.model import Finding, FindingState, ProbeRun, ProbeStatus, unknown
 from prodx.probes.base import Probe, ProbeContext
 
 _STATE_RANK = {FindingState.PRESENT: 2, FindingState.ABSENT: 1, FindingState.UNKNOWN: 0}
+#: A second pass with less time left than this is not started.
+_MIN_SECOND_PASS_S = 0.2
 
 
 @dataclass
 class _Slot:
     probe: Probe
+    ctx: ProbeContext
     findings: list[Finding] = field(default_factory=list)
     status: ProbeStatus | None = None
     detail: str = ""
@@ -31,11 +39,11 @@ class _Slot:
     done: threading.Event = field(default_factory=threading.Event)
 
 
-def _drive(slot: _Slot, ctx: ProbeContext) -> None:
+def _drive(slot: _Slot) -> None:
     probe = slot.probe
     slot.started = time.monotonic()
     try:
-        for finding in probe.run(ctx):
+        for finding in probe.run(slot.ctx):
             if finding.id not in probe.findings:
                 raise ValueError(f"probe {probe.name} asserted undeclared finding {finding.id}")
             finding.probe = probe.name
@@ -64,42 +72,39 @@ def _merge(findings: Iterable[Finding]) -> list[Finding]:
     return [best[k] for k in sorted(best)]
 
 
-def run_probes(
-    probes: list[Probe], ctx: ProbeContext, deadline_s: float
+def _run_pass(
+    jobs: list[tuple[Probe, ProbeContext]], start: float, end: float, *, second: bool = False
 ) -> tuple[list[Finding], list[ProbeRun]]:
-    """Run ``probes`` at once; return the merged findings (sorted by id) and each probe's run.
-
-    The whole call returns within about ``deadline_s``. Findings a probe declared but did
-    not assert are reported ``unknown`` with the reason, never left to look absent.
-    """
-    start = time.monotonic()
+    """Run ``jobs`` at once from ``start``; each is abandoned at its own deadline or at
+    ``end``, whichever comes first. Findings a probe declared but did not assert come back
+    ``unknown`` with the reason."""
     slots: list[_Slot] = []
     runs: list[ProbeRun] = []
     extra: list[Finding] = []
-    for probe in probes:
+    for probe, ctx in jobs:
         if probe.writes and not ctx.write_test:
-            runs.append(ProbeRun(probe.name, ProbeStatus.SKIPPED, 0.0, "turned off by --no-write-test"))
+            runs.append(ProbeRun(probe.name, ProbeStatus.SKIPPED, 0.0, "turned off by --no-write-test", second))
             extra += [unknown(f, "the write test was turned off (--no-write-test)") for f in probe.findings]
             continue
         if probe.needs_root and not ctx.host.is_root:
             reason = f"{probe.name} needs root"
-            runs.append(ProbeRun(probe.name, ProbeStatus.UNPRIVILEGED, 0.0, reason))
+            runs.append(ProbeRun(probe.name, ProbeStatus.UNPRIVILEGED, 0.0, reason, second))
             extra += [unknown(f, reason) for f in probe.findings]
             continue
-        slot = _Slot(probe)
-        threading.Thread(target=_drive, args=(slot, ctx), name=probe.name, daemon=True).start()
+        slot = _Slot(probe, ctx)
+        threading.Thread(target=_drive, args=(slot,), name=probe.name, daemon=True).start()
         slots.append(slot)
     for slot in slots:
-        own_deadline = min(slot.probe.deadline_s, deadline_s)
-        slot.done.wait(max(0.0, start + own_deadline - time.monotonic()))
+        own_end = min(start + slot.probe.deadline_s, end)
+        slot.done.wait(max(0.0, own_end - time.monotonic()))
         if not slot.done.is_set():
             slot.status = ProbeStatus.TIMEOUT
-            slot.detail = f"abandoned after its {own_deadline:.1f} s deadline"
+            slot.detail = f"abandoned after its {own_end - start:.1f} s deadline"
             slot.ended = time.monotonic()
     for slot in slots:
         status = slot.status or ProbeStatus.TIMEOUT
         kept = list(slot.findings)  # a copy: an abandoned thread may still append
-        runs.append(ProbeRun(slot.probe.name, status, slot.ended - start, slot.detail))
+        runs.append(ProbeRun(slot.probe.name, status, slot.ended - start, slot.detail, second))
         seen = {f.id for f in kept}
         if status is ProbeStatus.OK:
             reason = f"{slot.probe.name} did not assess it"
@@ -109,5 +114,51 @@ def run_probes(
         for f in kept:
             f.probe = f.probe or slot.probe.name
         extra += kept
-    runs.sort(key=lambda r: r.name)
-    return _merge(extra), runs
+    return extra, runs
+
+
+def _plan_bounded(findings: list[Finding], ctx: ProbeContext, end: float) -> list:
+    """The second pass's plan, made in a daemon thread abandoned at ``end``: planning stats the
+    named paths, and a stat on a dead network mount never returns."""
+    from prodx.probes.follow import plan
+
+    box: list[list] = []
+
+    def make() -> None:
+        try:
+            box.append(plan(findings, ctx))
+        except Exception:  # noqa: BLE001 - a plan that cannot be made means no second pass
+            box.append([])
+
+    worker = threading.Thread(target=make, name="prodx-follow-plan", daemon=True)
+    worker.start()
+    worker.join(max(0.0, end - time.monotonic()))
+    return box[0] if box else []
+
+
+def run_probes(
+    probes: list[Probe], ctx: ProbeContext, deadline_s: float, *, follow: bool = True
+) -> tuple[list[Finding], list[ProbeRun]]:
+    """Run ``probes`` at once, then (``follow``) the second pass on what their present
+    findings name; return the merged findings (sorted by id) and each probe's run.
+
+    The whole call returns within about ``deadline_s``: the second pass gets what the first
+    left of it. Findings a probe declared but did not assert are reported ``unknown`` with
+    the reason, never left to look absent; the second pass only adds what it decided.
+    """
+    start = time.monotonic()
+    end = start + deadline_s
+    found, runs = _run_pass([(p, ctx) for p in probes], start, end)
+    merged = _merge(found)
+    if follow and end - time.monotonic() >= _MIN_SECOND_PASS_S:
+        from prodx.probes.follow import annotate
+
+        steps = _plan_bounded(merged, ctx, end)
+        if steps:
+            more, more_runs = _run_pass([(s.probe, s.ctx) for s in steps], time.monotonic(), end, second=True)
+            decided = [f for f in more if f.state is not FindingState.UNKNOWN]
+            annotate(decided, steps)
+            merged = _merge([*merged, *decided])
+            runs += more_runs
+    runs.sort(key=lambda r: (r.name, r.followed))
+    return merged, runs

@@ -9,9 +9,12 @@ Reads:
   OpenSSL's verdict; answers ``{"chain_der_b64": [leaf, ...], "chain_complete_known": true,
   "verify_code": 20, "verify_message": "unable to get local issuer certificate", "error": ""}``.
 - the PEM files of the profile's ``[[tls]] file`` entries and the ones named by
-  ``ssl_certificate`` in /etc/nginx (nginx.conf, conf.d/*.conf, sites-enabled/*) and by
-  ``SSLCertificateFile`` / ``SSLCertificateChainFile`` in /etc/apache2/sites-enabled/* and
-  /etc/httpd/conf.d/*.conf, e.g. ``ssl_certificate /etc/letsencrypt/live/shop/fullchain.pem;``
+  ``ssl_certificate`` / ``SSLCertificateFile`` / ``SSLCertificateChainFile`` in the configs the
+  running servers were started with (discovery: ``nginx -c``, ``apache2 -f``, a database's
+  own config) and in /etc/nginx (nginx.conf, conf.d/*.conf, sites-enabled/*),
+  /etc/apache2/sites-enabled/* and /etc/httpd/conf.d/*.conf, e.g.
+  ``ssl_certificate /etc/letsencrypt/live/shop/fullchain.pem;``; and the TLS listeners of
+  those configs (``listen 443 ssl`` with its ``server_name``) as endpoints.
 - this host's CA bundle (/etc/ssl/certs/ca-certificates.crt), to tell a leaf signed directly
   by a trusted root from one whose intermediate is missing.
 
@@ -245,7 +248,20 @@ class TlsCertificatesProbe(Probe):
                 endpoints.append((check.endpoint, name, int(port), sni))
         files: dict[str, str] = {c.file: "profile" for c in ctx.target.tls if c.file}
         chain_files: dict[str, str] = {}
-        for pattern_list, kind in ((NGINX_CONFIGS, "nginx"), (APACHE_CONFIGS, "apache")):
+        # A second pass examines what the first pass's findings named, nothing more.
+        config_globs = () if ctx.target.second_pass else ((NGINX_CONFIGS, "nginx"), (APACHE_CONFIGS, "apache"))
+        if not ctx.target.second_pass:
+            found = ctx.discovery()
+            known = {e[0] for e in endpoints}
+            for endpoint, server_name, _why in found.tls_endpoints:
+                if endpoint not in known:
+                    host_part, _, port = endpoint.rpartition(":")
+                    endpoints.append((endpoint, host_part.strip("[]"), int(port), server_name))
+            for path, why in found.certificates:
+                files.setdefault(path, why)
+            for path, why in found.chain_files:
+                chain_files.setdefault(path, why)
+        for pattern_list, kind in config_globs:
             for pattern in pattern_list:
                 for conf in host.glob(pattern):
                     try:
@@ -312,8 +328,8 @@ class TlsCertificatesProbe(Probe):
         if not served and not disk:
             parts = []
             if not endpoints and not files:
-                parts.append("no [[tls]] endpoint or file in the profile and no certificate named in /etc/nginx or "
-                             "/etc/apache2")
+                parts.append("no [[tls]] endpoint or file in the profile and no certificate or TLS listener named by "
+                             "the running servers' configs, /etc/nginx or /etc/apache2")
             parts += [f"{k}: {v}" for k, v in {**failed, **unreadable}.items()]
             why = "; ".join(parts)
             yield from (unknown(f, why) for f in self.findings)

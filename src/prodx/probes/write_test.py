@@ -50,25 +50,27 @@ class WriteTestProbe(Probe):
         if not dirs:
             yield from (unknown(f, "no writable path exists to test") for f in self.findings)
             return
-        if not ctx.host.is_root and user.uid != ctx.host.effective_uid:
+        writers = {d: ctx.writer_of(d) or user for d in dirs}
+        if not ctx.host.is_root and any(w.uid != ctx.host.effective_uid for w in writers.values()):
             reason = f"needs root to test writes as {user.name} (run with sudo, or --as yourself)"
             yield from (unknown(f, reason) for f in self.findings)
             return
         failures: dict[str, list[dict[str, Any]]] = {}
         tested = []
         for directory in dirs:
-            result = ctx.host.write_test(directory, user, _WRITE_BOUND_S)
+            writer = writers[directory]
+            result = ctx.host.write_test(directory, writer, _WRITE_BOUND_S)
             tested.append(directory)
             if result.outcome is not CallOutcome.OK or result.ok:
                 continue
             fid = _BY_ERRNO.get(result.errno_name)
             if fid:
-                failures.setdefault(fid, []).append(self._explain(ctx, result, user))
+                failures.setdefault(fid, []).append(self._explain(ctx, result, writer))
         untested = _untested_problem_mounts(ctx, tested)
         for fid in self.findings:
             if fid in failures:
                 items = failures[fid]
-                yield present(fid, _summary(items, user.name), failures=items, user=user.name)
+                yield present(fid, _summary(items), failures=items, user=items[0]["user"])
             elif untested:
                 # A clean write in /tmp says nothing about the full filesystem next door.
                 yield unknown(
@@ -110,6 +112,7 @@ class WriteTestProbe(Probe):
         if result.stage.value in ("fsync", "close"):
             text += "; the write itself was accepted: delayed allocation failed later"
         item["why"] = text
+        item["user"] = user.name
         item["text"] = f"{text}, as {user.name} in {result.directory}"
         return item
 
@@ -126,9 +129,9 @@ def _untested_problem_mounts(ctx: ProbeContext, tested: list[str]) -> list[str]:
     ]
 
 
-def _summary(items: list[dict[str, Any]], user: str) -> str:
-    """One line per distinct failure, naming every directory it hit."""
-    groups: dict[str, list[str]] = {}
+def _summary(items: list[dict[str, Any]]) -> str:
+    """One line per distinct failure and user, naming every directory it hit."""
+    groups: dict[tuple[str, str], list[str]] = {}
     for item in items:
-        groups.setdefault(item["why"], []).append(item["directory"])
-    return "; ".join(f"{why} as {user} in {', '.join(dirs)}" for why, dirs in groups.items())
+        groups.setdefault((item["why"], item["user"]), []).append(item["directory"])
+    return "; ".join(f"{why} as {user} in {', '.join(dirs)}" for (why, user), dirs in groups.items())

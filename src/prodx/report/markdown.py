@@ -193,8 +193,9 @@ def _tests_run(doc: dict[str, Any]) -> list[str]:
     for p in doc["probes"]:
         counts[p["status"]] = counts.get(p["status"], 0) + 1
     out += [", ".join(f"{n} {s}" for s, n in sorted(counts.items())) + f"; the whole diagnosis took {doc['duration_s']:.2f} s.", ""]
-    rows = [[code(p["name"]), p["status"], f"{p['duration_s']:.3f} s", clean(p["detail"])]
-            for p in sorted(doc["probes"], key=lambda p: p["name"])]
+    rows = [[code(p["name"]) + (" (second pass)" if p.get("pass") == 2 else ""), p["status"],
+             f"{p['duration_s']:.3f} s", clean(p["detail"])]
+            for p in sorted(doc["probes"], key=lambda p: (p["name"], p.get("pass", 1)))]
     return out + _table(["probe", "status", "duration", "detail"], rows, ["---", "---", "--:", "---"]) + [""]
 
 

@@ -210,13 +210,18 @@ def _footer(d: Diagnosis, console: Console, *, unmatched: bool = True) -> None:
     from rich.markup import escape
 
     if d.probe_runs:
-        counts: dict[str, int] = {}
-        for r in d.probe_runs:
-            counts[r.status.value] = counts.get(r.status.value, 0) + 1
-        console.print("[dim]Probes: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) + "[/]")
+        line = "[dim]Probes: "
+        for label, runs in (("", [r for r in d.probe_runs if not r.followed]),
+                            ("; second pass (following the evidence): ", [r for r in d.probe_runs if r.followed])):
+            counts: dict[str, int] = {}
+            for r in runs:
+                counts[r.status.value] = counts.get(r.status.value, 0) + 1
+            if counts:
+                line += label + ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+        console.print(line + "[/]")
         for r in d.probe_runs:
             if r.status is not ProbeStatus.OK:
-                console.print(f"  [yellow]{r.name}: {r.status.value}[/] {escape(r.detail)}")
+                console.print(f"  [yellow]{r.name}{' (second pass)' if r.followed else ''}: {r.status.value}[/] {escape(r.detail)}")
     else:
         console.print("[dim]No probes run (--no-probes): reasoning from symptoms alone.[/]")
     unknown = [f for f in d.findings if f.state is FindingState.UNKNOWN and not f.id.startswith("symptom.")]

@@ -59,7 +59,7 @@ DEFAULT_SIGNATURES = Path(__file__).resolve().parent.parent / "kb" / "data" / "s
 _ID_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 _FINDING_RE = re.compile(r"^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*$")
 _FIELDS = {"id": str, "finding": str, "pattern": str, "description": str,
-           "ignore_case": bool, "examples": list}
+           "ignore_case": bool, "examples": list, "service": str}
 _REQUIRED = ("id", "finding", "pattern", "description")
 
 

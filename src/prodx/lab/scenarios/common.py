@@ -6,6 +6,11 @@ Layout inside the sandbox::
     mnt/                          its mount point
     mnt/app/var/{cache,log,sessions}   owned by the throwaway app user
     mnt/app/var/log/prod.log      a few healthy log lines
+
+and, for a served app (``ServedAppOnLoop``), a real nginx + PHP-FPM (prodx.lab.webstack) as
+the app user with its pages in ``mnt/app/public`` and its sessions in ``mnt/app/var/sessions``,
+so the app runs, writes its own errors when the fault bites, and can be discovered like a
+real server's.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any, ClassVar
 
-from prodx.lab.framework import Scenario, profile_toml
+from prodx.lab.framework import LOOP_COMMANDS, Needs, Scenario, profile_toml
 from prodx.lab.sandbox import Account, LabError, Sandbox
 
 _FILL_SOURCE = (Path(__file__).resolve().parent.parent / "fill.py").read_text(encoding="utf-8")
@@ -59,7 +64,6 @@ class AppOnLoop(Scenario):
     size_mib: ClassVar[int] = 48
     mkfs_args: ClassVar[tuple[str, ...]] = ()
     mount_options: ClassVar[tuple[str, ...]] = ()
-    visible_without_profile = True
 
     def setup(self, sb: Sandbox) -> None:
         image = sb.make_ext4("disk.img", self.size_mib, self.mkfs_args)
@@ -82,3 +86,46 @@ class AppOnLoop(Scenario):
         return profile_toml(name=f"lab-{self.name}", user=self.user.name,
                             writable=[str(self.app / d) for d in ("var/cache", "var/sessions", "var/log")],
                             logs=[str(self.log)])
+
+
+def _webstack_unmet() -> str | None:
+    from prodx.lab.webstack import webstack_unmet
+
+    return webstack_unmet()
+
+
+class ServedAppOnLoop(AppOnLoop):
+    """An app on a loop-mounted ext4 that really runs: nginx + PHP-FPM as the app's user serve
+    ``pages`` from mnt/app/public and keep PHP sessions in mnt/app/var/sessions."""
+
+    needs = Needs(commands=LOOP_COMMANDS, check=_webstack_unmet)
+    #: File name → PHP source, written to the document root.
+    pages: ClassVar[dict[str, str]] = {}
+
+    def setup(self, sb: Sandbox) -> None:
+        from prodx.lab.webstack import WebStack
+
+        super().setup(sb)
+        assert self.user is not None
+        self.web = WebStack(sb, self.user, self.app / "public", self.app / "var/sessions")
+        self.web.start()
+        for name, source in self.pages.items():
+            sb.write_text(self.web.docroot / name, source, owner=self.user)
+
+    def get(self, path: str) -> tuple[int, str]:
+        """(HTTP status, body) of a GET through nginx, as a browser would see it."""
+        import http.client
+
+        conn = http.client.HTTPConnection("127.0.0.1", self.web.port, timeout=10)
+        try:
+            conn.request("GET", path)
+            resp = conn.getresponse()
+            return resp.status, resp.read().decode("utf-8", "replace")
+        finally:
+            conn.close()
+
+    def profile(self, sb: Sandbox) -> str:
+        assert self.user is not None
+        return profile_toml(name=f"lab-{self.name}", user=self.user.name,
+                            writable=[str(self.app / d) for d in ("var/cache", "var/sessions", "var/log")],
+                            logs=[str(self.log), *self.web.logs], services=self.web.service_names)

@@ -1,8 +1,8 @@
-"""Network and dependency faults with real servers: a database that stopped, a port another
-process took from nginx, a database out of connection slots.
+"""Network and dependency faults with real servers: a database that stopped under a running
+PHP app, a port another process took from nginx, a database out of connection slots.
 
-Each runs its servers from the sandbox (PostgreSQL from prodx.lab.services, nginx with its
-own config) on free ports of 127.0.0.1; no loop device or throwaway user is needed.
+Each runs its servers from the sandbox (PostgreSQL from prodx.lab.services, nginx and
+PHP-FPM with their own configs) on free ports of 127.0.0.1; no loop device is needed.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import json
 import signal
 
 from prodx.lab.framework import Needs, Scenario, profile_toml
-from prodx.lab.sandbox import LabError, Sandbox, wait_port
+from prodx.lab.sandbox import LabError, Sandbox, run_argv, wait_port, wait_until
 from prodx.lab.scenarios.common import child_python
 from prodx.lab.services import PostgresInstance, _run_as, find_postgres_bindir, free_port, postgres_unmet
 from prodx.lab.webstack import find_nginx
@@ -46,16 +46,74 @@ class _WithPostgres(Scenario):
         return profile_toml(name=f"lab-{self.name}", user="root") + _dependency("database", self.pg.url)
 
 
+#: The shop's product page: one query through PDO, the way a PHP app reads its database.
+_PRODUCTS_PHP = r"""<?php
+$db = new PDO('pgsql:host=127.0.0.1;port=%(port)d;dbname=postgres', 'postgres', '',
+              [PDO::ATTR_ERRMODE => PDO::ERRMODE_EXCEPTION, PDO::ATTR_TIMEOUT => 3]);
+echo 'products: ' . $db->query('SELECT 3')->fetchColumn() . "\n";
+"""
+
+
+def _pdo_pgsql_unmet() -> str | None:
+    from prodx.lab.webstack import find_php_fpm, webstack_unmet
+
+    why = webstack_unmet() or postgres_unmet()
+    if why:
+        return why
+    modules = run_argv([find_php_fpm() or "php-fpm", "-m"], check=False).stdout
+    return None if "pdo_pgsql" in modules else "needs Debian package php-pgsql (PDO for PostgreSQL)"
+
+
 class DependencyDown(_WithPostgres):
     name = "dependency-down"
     condition = "dependency-down"
-    description = "the app's PostgreSQL (a private instance in the sandbox) is stopped while the profile says the app needs it"
-    symptoms = ("every page that reads the database returns 500", "the app log says SQLSTATE[HY000] [2002] Connection refused")
-    needs = _PG_NEEDS
+    description = ("a PHP app (nginx + PHP-FPM as its own user) reads its private PostgreSQL through PDO; the "
+                   "database is stopped, and every page that needs it fails with the driver's connection error")
+    symptoms = ("every page that reads the database returns 500",
+                "the PHP log says SQLSTATE[08006] ... Connection refused")
+    needs = Needs(commands=(("psql", "postgresql"), ("useradd", "passwd"), ("userdel", "passwd")), kernel=(),
+                  check=_pdo_pgsql_unmet)
+
+    def setup(self, sb: Sandbox) -> None:
+        from prodx.lab.webstack import WebStack
+
+        super().setup(sb)
+        self.user = sb.add_user()
+        app = sb.mkdirs("app", owner=self.user)
+        sb.mkdirs(app / "sessions", mode=0o700, owner=self.user)
+        self.web = WebStack(sb, self.user, app / "public", app / "sessions")
+        self.web.start()
+        sb.write_text(self.web.docroot / "products.php", _PRODUCTS_PHP % {"port": self.pg.port}, owner=self.user)
+        status, body = _get(self.web.port, "/products.php")
+        if status != 200 or "products: 3" not in body:
+            raise LabError(f"the healthy shop answers {status}: {body[:200]!r}; see {self.web.logs}")
+        self.injected.append(f"nginx on http://127.0.0.1:{self.web.port}/ and PHP-FPM as {self.user.name}; "
+                             "/products.php read the database")
 
     def inject(self, sb: Sandbox) -> None:
         self.pg.stop(signal.SIGINT)
         self.injected.append(f"PostgreSQL stopped (fast shutdown); 127.0.0.1:{self.pg.port} now refuses connections")
+        codes = [_get(self.web.port, "/products.php")[0] for _ in range(3)]
+        if codes != [500, 500, 500]:
+            raise LabError(f"the shop did not fail without its database: {codes}")
+        self.injected.append(f"/products.php now answers {codes}; PHP logged the driver's error to {self.web.php_error_log}")
+
+    def profile(self, sb: Sandbox) -> str:
+        assert self.user is not None
+        return profile_toml(name=f"lab-{self.name}", user=self.user.name, logs=self.web.logs,
+                            services=self.web.service_names) + _dependency("database", self.pg.url)
+
+
+def _get(port: int, path: str) -> tuple[int, str]:
+    import http.client
+
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        return resp.status, resp.read().decode("utf-8", "replace")
+    finally:
+        conn.close()
 
 
 class DbConnectionsExhausted(_WithPostgres):
@@ -92,13 +150,46 @@ _SQUAT = ("import socket, sys, time\n"
           "time.sleep(86400)\n")
 
 
+_SUPERVISOR_CONF = """[unix_http_server]
+file={root}/supervisor.sock
+chmod=0700
+
+[supervisord]
+logfile={root}/supervisord.log
+pidfile={root}/supervisord.pid
+childlogdir={root}
+nodaemon=true
+
+[rpcinterface:supervisor]
+supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
+
+[supervisorctl]
+serverurl=unix://{root}/supervisor.sock
+
+[program:nginx]
+command={nginx} -p {root}/ -c {root}/nginx.conf -e {root}/nginx-error.log -g "daemon off;"
+autorestart=true
+; nginx retries bind() for about 2.5 s before it gives up: above that, each such attempt
+; counts as a failed start, and after startretries supervisord stops trying (FATAL).
+startsecs=5
+startretries=2
+stopsignal=QUIT
+stopasgroup=true
+killasgroup=true
+stdout_logfile={root}/nginx.stdout.log
+stderr_logfile={root}/nginx.stderr.log
+"""
+
+
 class PortConflict(Scenario):
     name = "port-conflict"
     condition = "port-conflict"
-    description = ("nginx (own config in the sandbox) is restarted while another process (a stray Python "
-                   "server) has taken 127.0.0.1:PORT, the port its config listens on")
+    description = ("nginx (own config in the sandbox) runs under supervisord, as in many containers; it is "
+                   "restarted while another process (a stray Python server) has taken 127.0.0.1:PORT, the port its "
+                   "config listens on: every start fails and supervisord gives up (FATAL)")
     symptoms = ("after a restart the site is down", "nginx will not start: bind() ... failed (98: Address already in use)")
-    needs = Needs(commands=(("nginx", "nginx-light"),), kernel=())
+    needs = Needs(commands=(("nginx", "nginx-light"), ("supervisord", "supervisor"), ("supervisorctl", "supervisor")),
+                  kernel=())
 
     def setup(self, sb: Sandbox) -> None:
         self.nginx = find_nginx() or "nginx"
@@ -106,25 +197,33 @@ class PortConflict(Scenario):
         sb.mkdirs(sb.path("nginx-tmp"))
         self.conf = sb.write_text("nginx.conf", _NGINX_CONF.format(root=sb.root, port=self.port))
         self.error_log = sb.write_text("nginx-error.log", "")
-        self.argv = [self.nginx, "-p", f"{sb.root}/", "-c", str(self.conf), "-e", str(self.error_log)]
-        sb.run([*self.argv, "-t", "-q"])
-        self.proc = sb.spawn([*self.argv, "-g", "daemon off;"], log="nginx.out")
+        sb.run([self.nginx, "-p", f"{sb.root}/", "-c", str(self.conf), "-e", str(self.error_log), "-t", "-q"])
+        self.supervisor_conf = sb.write_text("supervisord.conf", _SUPERVISOR_CONF.format(root=sb.root, nginx=self.nginx),
+                                             mode=0o600)
+        self.supervisord = sb.spawn(["supervisord", "-n", "-c", str(self.supervisor_conf)], log="supervisord.out")
         wait_port(self.port, True)
-        self.injected.append(f"nginx serves http://127.0.0.1:{self.port}/")
+        self.injected.append(f"nginx under supervisord (pid {self.supervisord.pid}) serves http://127.0.0.1:{self.port}/")
+
+    def ctl(self, sb: Sandbox, *args: str) -> str:
+        """``supervisorctl`` on the sandbox's supervisord; its output."""
+        proc = sb.run(["supervisorctl", "-c", str(self.supervisor_conf), *args], check=False, timeout_s=60)
+        return (proc.stdout + proc.stderr).strip()
 
     def inject(self, sb: Sandbox) -> None:
-        self.proc.send_signal(signal.SIGQUIT)  # graceful stop, as a restart does first
-        self.proc.wait(timeout=15)
+        self.ctl(sb, "stop", "nginx")  # a restart stops first...
         wait_port(self.port, False)
         squatter = sb.spawn([child_python(), "-I", "-c", _SQUAT, str(self.port)], log="squatter.out")
         wait_port(self.port, True)
-        start = sb.run([*self.argv, "-g", "daemon off;"], check=False, timeout_s=30)
-        if start.returncode == 0:
-            raise LabError("nginx started although its port is taken")
-        self.injected.append(f"python3 (pid {squatter.pid}) holds 127.0.0.1:{self.port}; nginx's restart failed: "
-                             f"{self.error_log.read_text().strip().splitlines()[-1]}")
+        said = self.ctl(sb, "start", "nginx")  # ...and the start finds the port taken
+        wait_until(lambda: "FATAL" in self.ctl(sb, "status", "nginx"), 30, "supervisord did not give up on nginx")
+        self.injected.append(f"python3 (pid {squatter.pid}) holds 127.0.0.1:{self.port}; `supervisorctl start nginx` "
+                             f"said {said!r}; nginx's log: {self.error_log.read_text().strip().splitlines()[-1]}")
+
+    def teardown(self, sb: Sandbox) -> None:
+        # supervisord starts each program in a process group of its own: stop them through it
+        # before the sandbox ends supervisord's own group.
+        if getattr(self, "supervisord", None) is not None and self.supervisord.poll() is None:
+            self.ctl(sb, "stop", "all")
 
     def profile(self, sb: Sandbox) -> str:
         return profile_toml(name=f"lab-{self.name}", user="root", logs=[str(self.error_log)], services=["nginx"])
-
-

@@ -1,4 +1,4 @@
-"""Process faults: a crashed PHP-FPM behind nginx, a worker at its open-files limit, and a
+"""Process faults: a crashed PHP-FPM behind nginx, a Node app at its open-files limit, and a
 PHP-FPM pool whose every worker is stuck in a slow request."""
 
 from __future__ import annotations
@@ -18,8 +18,7 @@ from prodx.lab.webstack import WebStack, webstack_unmet
 
 USER_COMMANDS = (("useradd", "passwd"), ("userdel", "passwd"))
 WEB_NEEDS = Needs(commands=USER_COMMANDS, kernel=(), check=webstack_unmet)
-#: The name the fd-hogging worker gives itself (/proc/self/comm), as a service would have.
-WORKER_NAME = "lab-worker"
+#: The open-files limit the leaking app runs with.
 WORKER_FD_LIMIT = 256
 
 
@@ -169,70 +168,99 @@ class SlowPoolExhausted(_WebScenario):
         return True
 
 
-_WORKER = """
-import datetime, os, resource, sys, time
-limit = int(sys.argv[2])
-with open("/proc/self/comm", "w") as fh:
-    fh.write(sys.argv[3])
-resource.setrlimit(resource.RLIMIT_NOFILE, (limit, limit))
-log = open(sys.argv[1], "a", buffering=1)
-held = []
-try:
-    while True:
-        held.append(os.open("/dev/null", os.O_RDONLY))
-except OSError:
-    pass
-print("full", len(held), flush=True)
-while True:
-    try:
-        os.close(os.open("/dev/null", os.O_RDONLY))
-    except OSError as exc:
-        now = datetime.datetime.now(datetime.timezone.utc).isoformat()
-        log.write(f"[{now}] app.CRITICAL: accept() failed: [Errno {exc.errno}] {exc.strerror} {{\\"worker\\":{os.getpid()}}} []\\n")
-    time.sleep(0.5)
+#: A small Node app that opens its page template on every request and never closes it: a
+#: descriptor leak, until open() fails with EMFILE, which it logs like any Node app would.
+_NODE_APP = r"""'use strict';
+const fs = require('fs');
+const http = require('http');
+const [logPath, pagePath, portFile] = process.argv.slice(2);
+const log = fs.createWriteStream(logPath, { flags: 'a' });
+const leaked = [];
+const server = http.createServer((req, res) => {
+  try {
+    const fd = fs.openSync(pagePath, 'r');
+    leaked.push(fd);  // the bug: the handle is kept, never closed
+    res.end(fs.readFileSync(pagePath));
+  } catch (err) {
+    log.write(`[${new Date().toISOString()}] app.ERROR: ${err.message} {"url":"${req.url}"} []\n`);
+    res.statusCode = 500;
+    res.end('Internal Server Error\n');
+  }
+});
+server.listen(0, '127.0.0.1', () => fs.writeFileSync(portFile, String(server.address().port)));
 """
+
+#: Starts argv[2:] with RLIMIT_NOFILE lowered to argv[1] (the app's own limit, as a unit's
+#: LimitNOFILE or `ulimit -n` sets it).
+_WITH_LIMIT = ("import os, resource, sys\n"
+               "n = int(sys.argv[1]); resource.setrlimit(resource.RLIMIT_NOFILE, (n, n))\n"
+               "os.execvp(sys.argv[2], sys.argv[2:])\n")
+
+
+def _node() -> str | None:
+    import shutil
+
+    return shutil.which("node") or shutil.which("nodejs")
+
+
+def _node_unmet() -> str | None:
+    return None if _node() else "needs Debian package nodejs"
 
 
 class FdExhaustion(Scenario):
     name = "fd-exhaustion"
     condition = "fd-exhaustion"
-    description = (f"a worker ({WORKER_NAME}, as a throwaway user) runs with RLIMIT_NOFILE {WORKER_FD_LIMIT} and "
-                   "leaks descriptors until every one is used; each new accept/open fails and it logs "
-                   "'Too many open files'")
+    description = (f"a Node app (as a throwaway user) runs with RLIMIT_NOFILE {WORKER_FD_LIMIT} and leaks the "
+                   "descriptor of its page template on every request until open() fails with EMFILE; every "
+                   "request after that answers 500 and the app logs 'EMFILE: too many open files'")
     symptoms = (
         "the app refuses new connections and logs 'Too many open files'",
         "restarting the worker helps for a while",
     )
-    needs = Needs(commands=USER_COMMANDS, kernel=())
+    needs = Needs(commands=(*USER_COMMANDS, ("node", "nodejs")), kernel=(), check=_node_unmet)
 
     def setup(self, sb: Sandbox) -> None:
         self.user = sb.add_user()
+        app = sb.mkdirs("app", owner=self.user)
         logs = sb.mkdirs("app/var/log", owner=self.user)
-        sb.mkdirs("app", owner=self.user)
+        sb.mkdirs(app / "views", owner=self.user)
+        self.page = sb.write_text(app / "views/home.html", "<h1>Shop</h1>\n", owner=self.user)
+        self.server_js = sb.write_text(app / "server.js", _NODE_APP, owner=self.user)
         now = datetime.now(timezone.utc).isoformat()
-        self.log = sb.write_text(logs / "worker.log",
-                                 f'[{now}] app.INFO: worker started {{"limit":{WORKER_FD_LIMIT}}} []\n', owner=self.user)
+        self.log = sb.write_text(logs / "app.log", f'[{now}] app.INFO: server starting {{"limit":{WORKER_FD_LIMIT}}} []\n',
+                                 owner=self.user)
+        port_file = sb.write_text(app / "port", "", owner=self.user)
+        self.worker = sb.spawn([child_python(), "-I", "-c", _WITH_LIMIT, str(WORKER_FD_LIMIT), _node() or "node",
+                                str(self.server_js), str(self.log), str(self.page), str(port_file)],
+                               user=self.user, log="node.out")
+        deadline = time.monotonic() + 15
+        while not port_file.read_text().strip():
+            if time.monotonic() > deadline or self.worker.poll() is not None:
+                raise LabError(f"the Node app did not start; see {sb.path('node.out')}")
+            time.sleep(0.05)
+        self.port = int(port_file.read_text())
+        status, _ = get(self.port, "/")
+        if status != 200:
+            raise LabError(f"the healthy Node app answers {status}")
+        self.injected.append(f"a Node app (pid {self.worker.pid}, {self.user.name}) serves http://127.0.0.1:{self.port}/")
 
     def inject(self, sb: Sandbox) -> None:
-        assert self.user is not None
-        self.worker = sb.spawn([child_python(), "-I", "-c", _WORKER, str(self.log), str(WORKER_FD_LIMIT), WORKER_NAME],
-                               user=self.user, log="worker.out")
-        out = sb.path("worker.out")
-        deadline = time.monotonic() + 10
-        while "full" not in (out.read_text() if out.exists() else ""):
-            if time.monotonic() > deadline or self.worker.poll() is not None:
-                raise LabError(f"the worker did not fill its fd table; see {out}")
-            time.sleep(0.05)
-        deadline = time.monotonic() + 5
-        while "Too many open files" not in self.log.read_text():
-            if time.monotonic() > deadline:
-                raise LabError(f"the worker logged no 'Too many open files' in {self.log}")
-            time.sleep(0.05)
+        codes: list[int] = []
+        for _ in range(WORKER_FD_LIMIT + 20):  # each request leaks one descriptor
+            try:
+                codes.append(get(self.port, "/", timeout_s=5)[0])
+            except (OSError, http.client.HTTPException):
+                codes.append(0)  # accept() itself failed: the connection was dropped
+            if codes[-3:] == [500, 500, 500]:
+                break
+        if "too many open files" not in self.log.read_text().lower():
+            raise LabError(f"the app logged no EMFILE in {self.log} (answers: {codes[-5:]})")
         fds = len(os.listdir(f"/proc/{self.worker.pid}/fd"))
-        self.injected.append(f"{WORKER_NAME} (pid {self.worker.pid}, {self.user.name}) holds {fds} of "
-                             f"{WORKER_FD_LIMIT} fds and logs 'Too many open files' to {self.log}")
+        self.injected.append(f"after {len(codes)} requests the app (pid {self.worker.pid}) holds {fds} of "
+                             f"{WORKER_FD_LIMIT} descriptors; requests now answer {codes[-3:]} and it logs "
+                             f"'EMFILE: too many open files' to {self.log}")
 
     def profile(self, sb: Sandbox) -> str:
         assert self.user is not None
         return profile_toml(name=f"lab-{self.name}", user=self.user.name, writable=[str(sb.path("app/var/log"))],
-                            logs=[str(self.log)], services=[WORKER_NAME])
+                            logs=[str(self.log)], services=["node"])

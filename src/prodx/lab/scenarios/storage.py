@@ -11,23 +11,34 @@ from pathlib import Path
 
 from prodx.lab.framework import LOOP_COMMANDS, Needs, profile_toml
 from prodx.lab.sandbox import LabError, Sandbox
-from prodx.lab.scenarios.common import AppOnLoop, fill, fill_argv, mib
+from prodx.lab.scenarios.common import AppOnLoop, ServedAppOnLoop, fill, fill_argv, mib
+from prodx.lab.webstack import webstack_unmet
 
 
-class DiskFull(AppOnLoop):
+class DiskFull(ServedAppOnLoop):
     name = "disk-full"
     condition = "disk-full"
-    description = "root writes one big data file (mnt/data/blob.bin) until ENOSPC, root's reserve included"
+    description = ("a PHP app (nginx + PHP-FPM as its own user) keeps its sessions on a small ext4; root writes one "
+                   "big data file (mnt/data/blob.bin) until ENOSPC, root's reserve included; logins stop taking")
     symptoms = (
         "logins do not take: the session cannot be written",
         "pages return 500; the app log stops updating",
         "even root gets 'No space left on device'",
     )
 
+    def setup(self, sb: Sandbox) -> None:
+        super().setup(sb)
+        if not self.web.login("alice").logged_in:
+            raise LabError(f"the healthy app does not keep a login; see {self.web.logs}")
+
     def inject(self, sb: Sandbox) -> None:
         data = sb.mkdirs(self.mnt / "data")
         r = fill(sb, "blob", data / "blob.bin")
         self.injected.append(f"root wrote {mib(r['bytes'])} to {data / 'blob.bin'} until {r['errno']}")
+        seen = self.web.login("bob")
+        if seen.logged_in or "No space left on device" not in self.web.php_errors():
+            raise LabError(f"a login still took on the full disk, or PHP logged no ENOSPC; see {self.web.logs}")
+        self.injected.append("a login now shows the login form again; PHP logged 'No space left on device'")
 
 
 class LogGrowth(AppOnLoop):
@@ -84,10 +95,11 @@ class SessionStoreFull(AppOnLoop):
         self.injected.append(f"{self.user.name} created {r['files']} session files in {sessions} until {r['errno']}")
 
 
-class InodeExhaustion(AppOnLoop):
+class InodeExhaustion(ServedAppOnLoop):
     name = "inode-exhaustion"
     condition = "inode-exhaustion"
-    description = "ext4 made with 2048 inodes; root creates tiny files in mnt/data/chunks until ENOSPC on inodes"
+    description = ("a PHP app (nginx + PHP-FPM as its own user) keeps its sessions on an ext4 made with 2048 "
+                   "inodes; root creates tiny files in mnt/data/chunks until ENOSPC on inodes; logins stop taking")
     symptoms = (
         "'No space left on device' although df -h shows plenty free",
         "new files cannot be created; appending to existing ones still works",
@@ -98,6 +110,9 @@ class InodeExhaustion(AppOnLoop):
         chunks = sb.mkdirs(self.mnt / "data/chunks")
         r = fill(sb, "files", chunks, "chunk-")
         self.injected.append(f"root created {r['files']} tiny files in {chunks} until {r['errno']}")
+        if self.web.login("bob").logged_in:
+            raise LabError("a login still took with no inode left")
+        self.injected.append("a login now shows the login form again: PHP cannot create the session file")
 
 
 class ReservedBlocks(AppOnLoop):
@@ -146,19 +161,19 @@ def _quota_unmet() -> str | None:
     return None
 
 
-class DiskQuota(AppOnLoop):
+class DiskQuota(ServedAppOnLoop):
     name = "quota"
     condition = "disk-quota"
-    description = ("ext4 with the quota feature mounted usrquota; a 2 MiB block quota for the app user, "
-                   "who writes mnt/app/data/upload.bin until EDQUOT")
+    description = ("ext4 with the quota feature mounted usrquota; a 2 MiB block quota for the app user (who runs "
+                   "nginx + PHP-FPM), who writes mnt/app/data/upload.bin until EDQUOT; its sessions then fail too")
     symptoms = (
         "the app gets 'Disk quota exceeded' while df shows the disk nearly empty",
         "root and other users can still write",
     )
     mkfs_args = ("-O", "quota")
     mount_options = ("usrquota",)
-    visible_without_profile = False
-    needs = Needs(commands=(*LOOP_COMMANDS, ("setquota", "quota"), ("quota", "quota")), check=_quota_unmet)
+    needs = Needs(commands=(*LOOP_COMMANDS, ("setquota", "quota"), ("quota", "quota")),
+                  check=lambda: _quota_unmet() or webstack_unmet())
     limit_kib = 2048
 
     def inject(self, sb: Sandbox) -> None:
@@ -170,6 +185,9 @@ class DiskQuota(AppOnLoop):
             raise LabError(f"quota not enforced: the fill stopped with {r['errno']}, not EDQUOT")
         self.injected.append(f"block quota {lim} KiB for {self.user.name}; it wrote {mib(r['bytes'])} "
                              f"to {data / 'upload.bin'} until {r['errno']}")
+        if self.web.login("bob").logged_in:
+            raise LabError("a login still took with the app's user over its quota")
+        self.injected.append("a login now shows the login form again: PHP cannot write the session")
 
 
 class ReadonlyRemount(AppOnLoop):
