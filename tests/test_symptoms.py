@@ -129,9 +129,9 @@ def test_symptom_quantity_maps_to_what_it_means(kb, text, fid, state):
     assert states.get(fid) is state
 
 
-def test_symptom_small_load_is_not_high_load(kb):
+def test_symptom_small_load_denies_high_load(kb):
     states, _ = _states(kb, "load average 0.4, 0.3, 0.2")
-    assert "symptom.high_load" not in states
+    assert states.get("symptom.high_load") is FindingState.ABSENT
 
 
 @pytest.mark.parametrize(

@@ -49,8 +49,10 @@ _STOPWORDS = frozenset(
 _NEGATORS = frozenset(
     "no not never nothing nothing's nobody none zero without neither nor cannot "
     "isn't doesn't didn't don't won't wasn't aren't weren't haven't hasn't hadn't "
-    "isnt doesnt didnt dont wont wasnt arent werent havent hasnt hadnt".split()
+    "isnt doesnt didnt dont wont wasnt arent werent havent hasnt hadnt 0 0%".split()
 )
+#: A count of nothing denies only what it counts, right after it ("0% packet loss", "0 errors").
+_ZERO = frozenset({"0", "0%"})
 # "can't"/"cannot" usually describe the failure itself ("can't log in"), not its absence.
 _FAILURE_NEGATORS = frozenset({"cannot", "can't", "couldn't", "unable"})
 #: A negator before one of these words is the failure's own wording ("certificate is not
@@ -110,6 +112,8 @@ _UNITS = frozenset(
     "messages emails records entries posts tickets members sites domains ips hosts pages items".split()
 )
 _LOAD = re.compile(r"\bload(?:\s+average)?s?\b([^;]{0,60})", re.IGNORECASE)
+#: "an 8-core machine", "on 4 CPUs": how many CPUs a load figure is measured against.
+_CORES = re.compile(r"(\d+)[\s-]*(?:v?cores?|v?cpus?|processors?)\b")
 _NUMBER = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)(?![\w.]*[:/])")
 _PERCENT = re.compile(r"(\d+(?:\.\d+)?)\s*%")
 _OF_TOTAL = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgt])i?b?\s+(?:of|out of|/)\s+(\d+(?:\.\d+)?)\s*([kmgt])i?b?\b", re.IGNORECASE)
@@ -306,10 +310,13 @@ class _Matcher:
             choices.append(hits)
         best: tuple[int, int] | None = None
         for combo in itertools.islice(itertools.product(*choices), 4096):
+            if len(set(combo)) < len(combo):  # one word of the text stands for one of the phrase
+                continue
             span = (min(combo), max(combo))
             if best is None or span[1] - span[0] < best[1] - best[0]:
                 best = span
-        assert best is not None
+        if best is None:
+            return None
         return best if _spread(text.words, best) <= len(wanted) + _slack(len(wanted)) else None
 
     def match_tight(self, phrase: _Words, text: _Words) -> tuple[int, int] | None:
@@ -351,7 +358,7 @@ def _negated(clause_words: list[str], span: tuple[int, int], phrase_words: list[
     first, last = span
     start = max(0, first - 3)
     for k, w in enumerate(clause_words[start:last], start):
-        if w in _NEGATORS and w not in _FAILURE_NEGATORS:
+        if w in _NEGATORS and w not in _FAILURE_NEGATORS and (w not in _ZERO or k == first - 1):
             following = clause_words[k + 1] if k + 1 < len(clause_words) else ""
             if following not in _FAILURE_ADJECTIVES:
                 return True
@@ -457,6 +464,10 @@ def quantities(sentence: str) -> list[str]:
 
     >>> quantities("top: load average 0.23 -> 22.59; user CPU under 10%; I/O wait 93.6%")
     ['high load', 'low cpu', 'high iowait']
+    >>> quantities("Load average is 0.3 on an 8-core machine")
+    ['load is normal']
+    >>> quantities("load 14.2 on 4 cores")
+    ['high load']
     >>> quantities("a process keeps 4 threads at 100% CPU")
     ['high cpu']
     >>> quantities("Only about 20 GB of 32 GB RAM is in use")
@@ -502,10 +513,17 @@ def quantities(sentence: str) -> list[str]:
     """
     out: list[str] = []
     lowered = re.sub(r"(\d)\s*(?:percent|pct)\b", r"\1%", re.sub(r"(\d)\s+%", r"\1%", sentence.lower()))
-    for m in _LOAD.finditer(lowered):
+    cores_m = _CORES.search(lowered)
+    cores = float(cores_m.group(1)) if cores_m else None
+    for m in _LOAD.finditer(_CORES.sub(" ", lowered)):
         numbers = [float(n) for n in _NUMBER.findall(m.group(1).split("%")[0])]
-        if numbers and max(numbers) >= 5:
+        if not numbers:
+            continue
+        high, normal = (1.5 * cores, 0.7 * cores) if cores else (5.0, 1.0)
+        if max(numbers) >= high:
             out.append("high load")
+        elif max(numbers) <= normal:
+            out.append("load is normal")
     df_rows = list(_DF_ROW.finditer(lowered))
     for m in df_rows:
         inodes = "inode" in lowered or "df -i" in lowered
@@ -713,6 +731,15 @@ def _match_words(text: _Words, compiled: list[_Phrases], loose: bool, m: _Matche
     return found
 
 
+#: A sentence about a plan, a wish or the documentation states nothing about the host now.
+_IRREALIS = re.compile(
+    r"\b(?:plan(?:s|ned|ning)? to|going to|we'll|we will|i'll|i will|would like|want(?:s|ed)? to|need(?:s)? to"
+    r"|should we|next (?:week|month|quarter|sprint|year)|tomorrow|someday|some day|documentation|documented"
+    r"|wiki|handbook|explain|in theory|hypothetically)\b",
+    re.IGNORECASE,
+)
+
+
 def _sentences(text: str) -> list[str]:
     """The sentences of a text; a fragment of three words or fewer ("still broken") belongs
     to the sentence before it."""
@@ -764,6 +791,9 @@ def _match_text(text: str, compiled: list[_Phrases], m: _Matcher, kb: KnowledgeB
     found: dict[str, FindingState] = signature_hits(text, kb)
     leftovers: list[str] = []
     for sentence in _sentences(text):
+        if _IRREALIS.search(sentence):
+            leftovers.append(sentence)
+            continue
         sentence_hits = _match_words(m.cut(sentence), compiled, False, m)
         extra = [*quoted(sentence), *errno_texts(sentence), *denied_connects(sentence), *http_codes(sentence),
                  *quantities(sentence), *time_anchors(sentence)]
