@@ -40,6 +40,12 @@ USER_PREFIX = "prodxlab"
 MANIFEST = "sandbox.json"
 #: Deadline for one admin command (mkfs, mount, losetup, useradd): they take milliseconds.
 COMMAND_TIMEOUT_S = 60.0
+#: How old the healthy system looks once staged: a real server's configs, code and package
+#: history are older than its fault, and older than the 48 h prodx calls a recent change.
+SETUP_AGE_S = 6 * 86400
+#: Filesystems :meth:`Sandbox.backdate` walks into; a FUSE share (a stand-in file server that
+#: may block every request, or the backing store of a failing disk) is left alone.
+_LOCAL_FS = ("ext2", "ext3", "ext4", "xfs", "btrfs", "tmpfs")
 
 
 class LabError(Exception):
@@ -105,6 +111,42 @@ def _proc_start(pid: int) -> int | None:
     return int(rest[19]) if len(rest) > 19 else None
 
 
+def _held_open_under(root: Path) -> set[str]:
+    """Paths under ``root`` that some process holds open (from every /proc/PID/fd link)."""
+    prefix = f"{root}/"
+    held = set()
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith(prefix):
+                held.add(target)
+    return held
+
+
+def _mount_types_under(root: str) -> dict[str, str]:
+    """Mount point → filesystem type for the mounts at or under ``root`` (/proc/self/mountinfo)."""
+    out = {}
+    points = set(mounts_under(root))
+    with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as fh:
+        for line in fh:
+            fields = line.split()
+            if " - " not in line or len(fields) < 5:
+                continue
+            point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[4])
+            if point in points:
+                out[point] = line.split(" - ", 1)[1].split()[0]
+    return out
+
+
 def _alive(pid: int, start: int | None) -> bool:
     return start is not None and _proc_start(pid) == start
 
@@ -160,6 +202,7 @@ class Sandbox:
         self._resources: list[list[Any]] = []
         self._procs: dict[int, subprocess.Popen[bytes]] = {}
         self._torn_down = False
+        self.backdated = False
         self._save()
 
     # ---- records -------------------------------------------------------------------------
@@ -174,6 +217,7 @@ class Sandbox:
         sb._resources = data.get("resources", [])
         sb._procs = {}
         sb._torn_down = False
+        sb.backdated = True
         return sb
 
     def _save(self) -> None:
@@ -227,6 +271,49 @@ class Sandbox:
     def remove(self, path: str | os.PathLike[str]) -> None:
         """Unlink one file under the root."""
         self.check(path).unlink()
+
+    # ---- the healthy system's age --------------------------------------------------------
+
+    def now(self) -> float:
+        """The time of a scenario step, for the history it writes (git commits, lockfiles, log
+        lines): SETUP_AGE_S ago while the healthy system is built, the real time once
+        :meth:`backdate` has run (what inject breaks is new)."""
+        return time.time() - (0 if self.backdated else SETUP_AGE_S)
+
+    def backdate(self) -> int:
+        """Make everything under the root SETUP_AGE_S old (atime and mtime; symlinks
+        themselves), except files a running process holds open (a live log is written all the
+        time) and what lies on filesystems other than local disks and tmpfs. Returns how many
+        entries changed; from then on :meth:`now` is the real time."""
+        when = time.time() - SETUP_AGE_S
+        held = _held_open_under(self.root)
+        foreign = {p for p, fstype in _mount_types_under(str(self.root)).items() if fstype not in _LOCAL_FS}
+        changed = 0
+        for top, dirs, files in os.walk(self.root):
+            dirs[:] = [d for d in dirs if os.path.join(top, d) not in foreign]
+            for name in [*files, *dirs]:
+                path = os.path.join(top, name)
+                if path in held or name in (MANIFEST, MANIFEST + ".tmp"):
+                    continue
+                try:
+                    os.utime(path, (when, when), follow_symlinks=False)
+                    changed += 1
+                except OSError:
+                    pass  # vanished meanwhile (a pid file, a socket)
+        os.utime(self.root, (when, when))
+        self.backdated = True
+        return changed
+
+    def git(self, repo: str | os.PathLike[str], *args: str) -> subprocess.CompletedProcess[str]:
+        """``git -C REPO ARGS`` as root with a fixed identity, dated by :meth:`now` (commit and
+        reflog times: history made while building the healthy system is old)."""
+        repo = self.check(repo)
+        stamp = f"@{int(self.now())} +0000"
+        env = {"PATH": "/usr/bin:/bin", "HOME": str(self.root), "GIT_AUTHOR_NAME": "Deploy",
+               "GIT_AUTHOR_EMAIL": "ci@shop", "GIT_COMMITTER_NAME": "Deploy", "GIT_COMMITTER_EMAIL": "ci@shop",
+               "GIT_AUTHOR_DATE": stamp, "GIT_COMMITTER_DATE": stamp}
+        # root runs git in a folder the app user owns: git refuses unless told it is safe.
+        return run_argv(["git", "-c", f"safe.directory={repo}", "-C", str(repo), *args], env=env, cwd=self.root)
 
     # ---- commands, images, mounts --------------------------------------------------------
 

@@ -18,17 +18,14 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import time
 from pathlib import Path
 
 from prodx.lab.framework import Needs, Scenario, profile_toml
-from prodx.lab.sandbox import LabError, Sandbox, run_argv
+from prodx.lab.sandbox import LabError, Sandbox
 from prodx.lab.webstack import WebStack, webstack_unmet
 
 _USER_COMMANDS = (("useradd", "passwd"), ("userdel", "passwd"))
-#: How long ago the healthy app was deployed: older than the 48 h the changes probe looks at.
-_DEPLOYED_AGO_S = 6 * 86400
 
 
 def _get(port: int, path: str) -> tuple[int, str]:
@@ -149,16 +146,8 @@ class DependencyRegression(_WebApp):
         sb.write_text(app / "composer.lock", _lock("1.0.0"), owner=u)
         sb.write_text(app / "public/shop.php", _PAGE, owner=u)
         sb.write_text(app / ".gitignore", "/vendor/\n/var/\n")
-        deployed = time.time() - _DEPLOYED_AGO_S
-        env = {"PATH": "/usr/bin:/bin", "HOME": str(sb.root), "GIT_AUTHOR_NAME": "Deploy", "GIT_AUTHOR_EMAIL": "ci@shop",
-               "GIT_COMMITTER_NAME": "Deploy", "GIT_COMMITTER_EMAIL": "ci@shop",
-               "GIT_AUTHOR_DATE": f"@{int(deployed)} +0000", "GIT_COMMITTER_DATE": f"@{int(deployed)} +0000"}
-        # root runs git in a folder the app user owns: git refuses unless told it is safe.
-        git = ["git", "-c", f"safe.directory={app}", "-C", str(app)]
-        for argv in ([*git, "init", "-q"], [*git, "add", "-A"], [*git, "commit", "-q", "-m", "Release 1.8"]):
-            run_argv(argv, env=env, cwd=sb.root)
-        for p in app.rglob("*"):
-            os.utime(p, (deployed, deployed), follow_symlinks=False)
+        for argv in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "Release 1.8"]):
+            sb.git(app, *argv)
         status, body = _get(self.web.port, "/shop.php")
         if status != 200 or "Hello, shop" not in body:
             raise LabError(f"the healthy shop page answers {status}: {body[:200]!r}; see {self.web.logs}")
