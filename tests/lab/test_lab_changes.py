@@ -10,6 +10,7 @@ from __future__ import annotations
 import http.client
 import os
 import subprocess
+import time
 
 import pytest
 
@@ -52,3 +53,20 @@ def test_dependency_regression_scenario_breaks_the_page_after_the_update_and_is_
         head = (sc.app / ".git/logs/HEAD").read_text()
         assert "Release 1.8" in head  # the code itself was deployed days ago
         lab.assert_diagnosed(run)
+
+
+def test_bad_deploy_scenario_pulls_a_broken_commit_and_is_diagnosed_first_with_and_without_profile(lab) -> None:
+    with lab.stage("bad-deploy") as run:
+        sc = run.scenario
+        assert _status(sc.web.port, "/shop.php") == 500
+        log = sc.web.php_error_log.read_text(errors="replace")
+        assert "ArgumentCountError: Too few arguments to function App\\Price::format()" in log
+        head = (sc.app / ".git/logs/HEAD").read_text().splitlines()
+        assert "pull --ff-only: Fast-forward" in head[-1]
+        # The deploy is new; the lockfile and vendor/ are as deployed days ago.
+        assert time.time() - int(head[-1].split("\t")[0].split()[-2]) < 600
+        for rel in ("composer.lock", "vendor/composer/installed.json", "vendor/acme/greeter/src/Greeter.php"):
+            assert time.time() - (sc.app / rel).stat().st_mtime > 5 * 86400, rel
+        assert time.time() - (sc.app / "src/Price.php").stat().st_mtime < 600
+        lab.assert_diagnosed(run)
+        lab.assert_diagnosed(run, profile=False)

@@ -304,16 +304,20 @@ class Sandbox:
         self.backdated = True
         return changed
 
-    def git(self, repo: str | os.PathLike[str], *args: str) -> subprocess.CompletedProcess[str]:
-        """``git -C REPO ARGS`` as root with a fixed identity, dated by :meth:`now` (commit and
-        reflog times: history made while building the healthy system is old)."""
+    def git(self, repo: str | os.PathLike[str], *args: str, user: Account | None = None) -> subprocess.CompletedProcess[str]:
+        """``git -C REPO ARGS`` (as ``user``, else root) with a fixed identity, dated by
+        :meth:`now` (commit and reflog times: history made while building the healthy system
+        is old)."""
         repo = self.check(repo)
         stamp = f"@{int(self.now())} +0000"
         env = {"PATH": "/usr/bin:/bin", "HOME": str(self.root), "GIT_AUTHOR_NAME": "Deploy",
                "GIT_AUTHOR_EMAIL": "ci@shop", "GIT_COMMITTER_NAME": "Deploy", "GIT_COMMITTER_EMAIL": "ci@shop",
-               "GIT_AUTHOR_DATE": stamp, "GIT_COMMITTER_DATE": stamp}
-        # root runs git in a folder the app user owns: git refuses unless told it is safe.
-        return run_argv(["git", "-c", f"safe.directory={repo}", "-C", str(repo), *args], env=env, cwd=self.root)
+               "GIT_AUTHOR_DATE": stamp, "GIT_COMMITTER_DATE": stamp, "GIT_CONFIG_NOSYSTEM": "1"}
+        kwargs: dict[str, Any] = {"env": env, "cwd": self.root}
+        if user is not None:
+            kwargs.update(user=user.uid, group=user.gid, extra_groups=[])
+        # git refuses a repository another user owns unless told it is safe.
+        return run_argv(["git", "-c", "safe.directory=*", "-C", str(repo), *args], **kwargs)
 
     # ---- commands, images, mounts --------------------------------------------------------
 
