@@ -220,6 +220,31 @@ def test_tls_nginx_config_names_an_expired_certificate_file(kb, pki, tmp_path):
     assert found["tls.chain_incomplete"].state is A
 
 
+def test_tls_config_of_a_running_nginx_started_with_c_names_a_certificate_for_another_site(kb, pki, tmp_path):
+    """A fixture tree: nginx runs with -c /srv/shop/nginx.conf (outside /etc); the server block
+    for shop.example serves a real certificate issued for blog.example."""
+    root = tmp_path / "root"
+    (root / "srv/shop/tls").mkdir(parents=True)
+    (root / "srv/shop/tls/fullchain.pem").write_bytes(pki.leaf(names=("blog.example",)).cert_pem
+                                                      + pki.intermediate.cert_pem)
+    (root / "srv/shop/nginx.conf").write_text(
+        "events {}\nhttp {\n  server {\n    listen 443 ssl;\n    server_name shop.example www.shop.example;\n"
+        "    ssl_certificate /srv/shop/tls/fullchain.pem;\n    location / { return 200; }\n  }\n}\n")
+    master = {"pid": 4242, "name": "nginx", "user": "root", "uid": 0,
+              "cmdline": ["nginx: master process /usr/sbin/nginx", "-c", "/srv/shop/nginx.conf"]}
+    (tmp_path / "host.json").write_text(json.dumps({"now": time.time(), "processes": [master]}))
+    found = _run(kb, [], host=FixtureHost(tmp_path))
+    mismatch = found["tls.name_mismatch"]
+    assert mismatch.state is P, mismatch.reason or mismatch.summary
+    assert mismatch.evidence["mismatched"][0]["server_names"] == ["shop.example", "www.shop.example"]
+    assert mismatch.evidence["mismatched"][0]["names"] == ["blog.example"]
+    assert found["tls.chain_incomplete"].state is A
+    # The same file served for the name it was issued for is no mismatch.
+    conf = root / "srv/shop/nginx.conf"
+    conf.write_text(conf.read_text().replace("shop.example www.shop.example", "blog.example"))
+    assert _run(kb, [], host=FixtureHost(tmp_path))["tls.name_mismatch"].state is A
+
+
 def test_tls_handshake_recorded_replays_the_same_findings(kb, pki, trusted, serve, tmp_path):
     port = serve(pki.leaf(valid_from_days=-100, valid_until_days=-3), [])
     checks = [TlsCheck(endpoint=f"127.0.0.1:{port}", server_name=SITE)]

@@ -232,7 +232,7 @@ def reach(ctx: ProbeContext, host: str, port: int) -> dict[str, Any]:
 
 # ---- listening sockets and port conflicts ------------------------------------------------------
 
-def _nginx_config_files(ctx: ProbeContext) -> list[str]:
+def nginx_config_files(ctx: ProbeContext) -> list[str]:
     """nginx's main config (a running nginx's ``-c``, else /etc/nginx/nginx.conf) and the
     files its ``include`` directives name, at most 200."""
     mains = []
@@ -383,7 +383,7 @@ class NetListenersProbe(Probe):
     def _conflicts(self, ctx: ProbeContext, sockets: list[TcpSocket], owners: SocketOwners, partial: str) -> Iterable[Finding]:
         fid = "net.port_conflict"
         wanted: list[dict[str, Any]] = []  # {"host", "port", "by": [process names allowed], "why"}
-        for path in _nginx_config_files(ctx):
+        for path in nginx_config_files(ctx):
             try:
                 ports = parse_nginx_listen(ctx.host.read_text(path, 1 << 20))
             except OSError:
