@@ -193,10 +193,12 @@ class PostgresInstance(_Server):
     bindir: str = ""
     account: pwd.struct_passwd | None = None
     settings: dict[str, object] = field(default_factory=dict)
+    #: Where the data directory lives when not in ``directory`` (a filesystem of its own).
+    data_path: Path | None = None
 
     @property
     def data_dir(self) -> Path:
-        return self.directory / "data"
+        return self.data_path or self.directory / "data"
 
     @property
     def url(self) -> str:

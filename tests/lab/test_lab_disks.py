@@ -1,0 +1,33 @@
+"""Disks that fail a server, reproduced for real: the fault is measured (bytes free, errno,
+the server's own error lines) and prodx diagnoses it first, with and without a profile.
+
+Root only (loop devices, mounts, PostgreSQL as the postgres user).
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+pytestmark = [
+    pytest.mark.lab,
+    pytest.mark.root,
+    pytest.mark.skipif(os.geteuid() != 0, reason="the lab needs root (loop devices, servers)"),
+]
+
+
+def test_db_disk_full_scenario_fills_postgresqls_own_volume_and_is_diagnosed_first(lab) -> None:
+    with lab.stage("db-disk-full") as run:
+        sc = run.scenario
+        st = os.statvfs(sc.volume)
+        assert st.f_bavail * st.f_frsize < 1 << 20  # nothing left for the postgres user
+        insert = sc.pg.psql_result("INSERT INTO events (kind, payload) SELECT 'x', repeat('y', 900) "
+                                   "FROM generate_series(1, 5000)")
+        assert insert.returncode != 0 and "No space left on device" in insert.stderr
+        log = sc.pg.log_text()
+        assert "could not extend file" in log and "No space left on device" in log
+        assert sc.pg.running  # reads still work: the server is up, its disk is full
+        assert sc.pg.psql("SELECT count(*) > 0 FROM events") == "t"
+        lab.assert_diagnosed(run)
+        lab.assert_diagnosed(run, profile=False)
