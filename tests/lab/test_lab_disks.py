@@ -6,6 +6,7 @@ Root only (loop devices, mounts, PostgreSQL as the postgres user).
 
 from __future__ import annotations
 
+import errno
 import os
 
 import pytest
@@ -29,5 +30,23 @@ def test_db_disk_full_scenario_fills_postgresqls_own_volume_and_is_diagnosed_fir
         assert "could not extend file" in log and "No space left on device" in log
         assert sc.pg.running  # reads still work: the server is up, its disk is full
         assert sc.pg.psql("SELECT count(*) > 0 FROM events") == "t"
+        lab.assert_diagnosed(run)
+        lab.assert_diagnosed(run, profile=False)
+
+
+def test_io_errors_scenario_fails_reads_with_eio_from_the_block_layer_and_is_diagnosed_first(lab) -> None:
+    with lab.stage("io-errors") as run:
+        sc = run.scenario
+        # Real EIO: the catalog's pages were dropped, so reading it goes to the failing disk.
+        with open(sc.catalog, "rb") as fh:
+            os.posix_fadvise(fh.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+            with pytest.raises(OSError) as exc:
+                fh.read()
+        assert exc.value.errno == errno.EIO
+        kernel = sc.kernel_lines(run.sandbox)
+        assert any(f"I/O error, dev {sc.device}, sector" in line for line in kernel), kernel
+        assert any("EXT4-fs error" in line or "Aborting journal" in line for line in kernel), kernel
+        assert lab.write_as(sc.user.name, sc.app / "var/sessions") in ("EROFS", "EIO")
+        assert "Input/output error" in sc.web.php_errors()
         lab.assert_diagnosed(run)
         lab.assert_diagnosed(run, profile=False)

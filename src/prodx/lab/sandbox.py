@@ -351,6 +351,11 @@ class Sandbox:
         self._record("mount", str(mnt))
         return dev, mnt
 
+    def record_mount(self, mountpoint: str | os.PathLike[str]) -> None:
+        """Take charge of a mount a process of the sandbox made (a FUSE daemon): teardown
+        unmounts it in order, before the processes started earlier are stopped."""
+        self._record("mount", str(self.check(mountpoint)))
+
     def remount(self, mountpoint: str | os.PathLike[str], options: Sequence[str]) -> None:
         """``mount -o remount,<options>`` a mount this sandbox made."""
         mnt = self.check(mountpoint)
