@@ -3,8 +3,9 @@
 Everything lives under ``/tmp/prodx-lab-<name>-<random>/``: ext4 images, their loop devices
 and mount points, config files, logs. The sandbox records each thing it creates in
 ``sandbox.json`` beside them (with the owner's pid), tears them down in reverse order, and
-refuses any path outside its root. The one thing outside is throwaway users named
-``prodxlab*``, removed at teardown.
+refuses any path outside its root. The things outside are throwaway users and network
+namespaces named ``prodxlab*`` (with the namespace's ``/etc/netns/prodxlab*`` files, which
+``ip netns exec`` puts in place of /etc's), removed at teardown.
 
 ``sandbox.json`` looks like::
 
@@ -54,6 +55,20 @@ class LabError(Exception):
 
 class SandboxEscape(LabError):
     """A path outside the sandbox root was about to be written, mounted or removed."""
+
+
+@dataclass
+class NetNs:
+    """A network namespace the sandbox made, joined to the host by a veth pair (a /30)."""
+
+    name: str
+    host_ip: str  # the host's end of the veth
+    ns_ip: str  # the namespace's end; its default route points at host_ip
+
+    def exec_argv(self, argv: Sequence[str], user: Account | None = None) -> list[str]:
+        """``argv`` run inside the namespace (as ``user`` when given), for Popen or run_argv."""
+        drop = ["setpriv", f"--reuid={user.uid}", f"--regid={user.gid}", "--clear-groups"] if user else []
+        return ["ip", "netns", "exec", self.name, *drop, *argv]
 
 
 @dataclass
@@ -109,6 +124,18 @@ def _proc_start(pid: int) -> int | None:
     # comm (field 2) may hold spaces and parentheses: split after the last ')'.
     rest = raw[raw.rfind(")") + 2 :].split()
     return int(rest[19]) if len(rest) > 19 else None
+
+
+def _free_slash30() -> tuple[str, str]:
+    """(host end, namespace end) of a 10.x.y.z/30 that no interface of the host uses."""
+    used = run_argv(["ip", "-o", "-4", "addr", "show"]).stdout
+    for _ in range(100):
+        base = f"10.{secrets.randbelow(200) + 50}.{secrets.randbelow(256)}.{secrets.randbelow(64) * 4}"
+        net = base.rsplit(".", 1)[0] + "."
+        if net not in used:
+            last = int(base.rsplit(".", 1)[1])
+            return f"{net}{last + 1}", f"{net}{last + 2}"
+    raise LabError("no free 10.x.y.0/24 for a veth pair")
 
 
 def _held_open_under(root: Path) -> set[str]:
@@ -392,6 +419,38 @@ class Sandbox:
         self._record("process", proc.pid, _proc_start(proc.pid))
         return proc
 
+    # ---- network namespaces --------------------------------------------------------------
+
+    def add_netns(self, *, resolv_conf: str | None = None, sysctls: dict[str, str] | None = None) -> NetNs:
+        """A network namespace ``prodxlab<hex>`` with loopback up and a veth pair to the host
+        on a free 10.x.y.z/30; ``resolv_conf`` becomes its processes' /etc/resolv.conf (through
+        ``ip netns exec``; ``{host_ip}`` in it is the host's end of the veth), ``sysctls`` are
+        set inside it (``net.ipv4.ip_local_port_range``)."""
+        tag = secrets.token_hex(3)
+        name = f"{USER_PREFIX}{tag}"
+        host_ip, ns_ip = _free_slash30()
+        self.run(["ip", "netns", "add", name])
+        self._record("netns", name)
+        if resolv_conf is not None:
+            etc = Path("/etc/netns") / name
+            etc.mkdir(parents=True, exist_ok=True)
+            self._record("netns_etc", str(etc))
+            (etc / "resolv.conf").write_text(resolv_conf.format(host_ip=host_ip), encoding="utf-8")
+        host_if, ns_if = f"vh{tag}", f"vn{tag}"
+        for argv in (["ip", "link", "add", host_if, "type", "veth", "peer", "name", ns_if],
+                     ["ip", "link", "set", ns_if, "netns", name],
+                     ["ip", "addr", "add", f"{host_ip}/30", "dev", host_if],
+                     ["ip", "link", "set", host_if, "up"],
+                     ["ip", "-n", name, "addr", "add", f"{ns_ip}/30", "dev", ns_if],
+                     ["ip", "-n", name, "link", "set", ns_if, "up"],
+                     ["ip", "-n", name, "link", "set", "lo", "up"],
+                     ["ip", "-n", name, "route", "add", "default", "via", host_ip]):
+            self.run(argv)
+        ns = NetNs(name, host_ip, ns_ip)
+        for key, value in (sysctls or {}).items():
+            self.run(ns.exec_argv(["sysctl", "-q", "-w", f"{key}={value}"]))
+        return ns
+
     # ---- teardown ------------------------------------------------------------------------
 
     def teardown(self) -> list[str]:
@@ -450,6 +509,21 @@ class Sandbox:
         if proc.returncode != 0 or os.path.realpath(proc.stdout.strip() or "/") != os.path.realpath(image):
             return  # already detached (and maybe reused by someone else): not ours any more
         run_argv(["losetup", "-d", device])
+
+    def _undo_netns(self, name: str) -> None:
+        if not name.startswith(USER_PREFIX):
+            raise SandboxEscape(f"refusing to remove network namespace {name}: not a lab namespace")
+        if os.path.exists(f"/run/netns/{name}"):
+            run_argv(["ip", "netns", "del", name])  # its end of the veth goes, and the pair with it
+
+    def _undo_netns_etc(self, path: str) -> None:
+        if os.path.dirname(path) != "/etc/netns" or not os.path.basename(path).startswith(USER_PREFIX):
+            raise SandboxEscape(f"refusing to remove {path}: not a lab namespace's files")
+        shutil.rmtree(path, ignore_errors=True)
+        try:
+            os.rmdir("/etc/netns")  # only when no other namespace keeps files there
+        except OSError:
+            pass
 
     def _undo_user(self, name: str) -> None:
         if not name.startswith(USER_PREFIX):

@@ -116,11 +116,18 @@ def targets(ctx: ProbeContext) -> list[Target]:
         kind = _LOCAL.get(proc.name)
         if kind is None or (kind == "postgres" and not _is_postmaster(proc)):
             continue
-        ports = sorted({s.local_port for i, s in listening.items() if any(p.pid == proc.pid for p in owners.get(i, []))})
+        mine = sorted(((s.local_port, s.local_ip) for i, s in listening.items()
+                       if any(p.pid == proc.pid for p in owners.get(i, []))))
+        ports = sorted({port for port, _ip in mine})
+        # Where to reach it: loopback when it listens on every address, else the address it binds.
+        addresses = {ip for _port, ip in mine}
         sockets = [unix[i] for i in unix if any(p.pid == proc.pid for p in owners.get(i, []))]
-        matched = [t for t in out if t.kind == kind and is_local(t.host) and (t.port in ports or not ports)]
+        matched = [t for t in out if t.kind == kind and (is_local(t.host) or t.host in addresses)
+                   and (t.port in ports or not ports)]
         if not matched and ports:
-            t = Target(kind, f"local {proc.name}", "127.0.0.1", ports[0], user="postgres" if kind == "postgres" else "")
+            ip = mine[0][1]
+            host = "127.0.0.1" if ip in ("0.0.0.0", "::") or is_local(ip) else ip
+            t = Target(kind, f"local {proc.name}", host, ports[0], user="postgres" if kind == "postgres" else "")
             out.append(t)
             matched = [t]
         for t in matched:
