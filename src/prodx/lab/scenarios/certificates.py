@@ -16,6 +16,8 @@ OTHER_SITE = "blog.prodx-lab.test"
 class _Reinstalled(_TlsSite):
     """A site serving a complete, valid chain until inject installs something else."""
 
+    visible_without_profile = True
+
     def setup(self, sb: Sandbox) -> None:
         pki = Pki.make()
         self._start(sb, pki, pki.leaf(valid_from_days=-30, valid_until_days=60))

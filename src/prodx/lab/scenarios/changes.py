@@ -222,6 +222,7 @@ class BadDeploy(_ShopApp):
         "the PHP error log says 'Too few arguments to function App\\Price::format()'",
         "restarting PHP-FPM does not help",
     )
+    visible_without_profile = True
 
     def setup(self, sb: Sandbox) -> None:
         super().setup(sb)
