@@ -94,8 +94,16 @@ def serve(tmp_path):
         s.close()
 
 
+class _NoServers(LocalHost):
+    """The real host with no process table: only the test's own endpoints and files count,
+    not the certificates of servers other tests (or a lab run) have running with -c."""
+
+    def processes(self):
+        return []
+
+
 def _run(kb, checks, host=None):
-    host = host or LocalHost()
+    host = host or _NoServers()
     findings, runs = run_probes([TlsCertificatesProbe()], ProbeContext(host, Target(tls=list(checks)), kb), 5.0)
     assert runs[0].status.value == "ok", runs[0].detail
     return {f.id: f for f in findings}
@@ -248,7 +256,7 @@ def test_tls_config_of_a_running_nginx_started_with_c_names_a_certificate_for_an
 def test_tls_handshake_recorded_replays_the_same_findings(kb, pki, trusted, serve, tmp_path):
     port = serve(pki.leaf(valid_from_days=-100, valid_until_days=-3), [])
     checks = [TlsCheck(endpoint=f"127.0.0.1:{port}", server_name=SITE)]
-    recorder = RecordingHost(LocalHost())
+    recorder = RecordingHost(_NoServers())
     live = _states(_run(kb, checks, host=recorder))
     recorder.save(tmp_path / "capture")
     assert _states(_run(kb, checks, host=FixtureHost(tmp_path / "capture"))) == live
