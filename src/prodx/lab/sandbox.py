@@ -528,11 +528,17 @@ class Sandbox:
     def _undo_user(self, name: str) -> None:
         if not name.startswith(USER_PREFIX):
             raise SandboxEscape(f"refusing to remove user {name}: not a lab user")
-        try:
-            pwd.getpwnam(name)
-        except KeyError:
-            return
-        run_argv(["userdel", name])
+        # Another run's useradd/userdel may hold the passwd lock ("cannot remove entry ...
+        # from /etc/passwd"): retry a few times before reporting it.
+        for attempt in range(10):
+            try:
+                pwd.getpwnam(name)
+            except KeyError:
+                return
+            proc = run_argv(["userdel", name], check=attempt == 9)
+            if proc.returncode == 0:
+                return
+            time.sleep(0.3)
 
 
 def _killpg(pgid: int, sig: int) -> None:
