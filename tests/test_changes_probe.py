@@ -255,3 +255,93 @@ def test_config_test_probe_with_a_valid_nginx_config_reports_absent_and_keeps_ex
 def test_config_test_probe_with_no_testable_server_says_unknown(tmp_path, kb):
     found = _run(_host(tmp_path, time.time()), kb, probe=ConfigTestProbe())
     assert found["change.config_invalid"].state is FindingState.UNKNOWN
+
+
+# ---- a dependency update against a deploy of the app's own code ---------------------------
+
+def _app_tree(base: Path, *, when: float) -> Path:
+    """A Symfony-shaped app: own code in src/ and templates/, a vendored library, a lockfile,
+    caches and logs, every file dated ``when``."""
+    for rel, text in (("bin/console", "#!/usr/bin/env php\n"), ("src/Controller/Shop.php", "<?php // shop\n"),
+                      ("templates/shop.html.twig", "{{ greeting }}\n"), ("public/index.php", "<?php require 'x';\n"),
+                      ("composer.lock", '{"packages": [{"name": "acme/greeter", "version": "1.0.0"}]}\n'),
+                      ("vendor/composer/installed.json", '{"packages": []}\n'),
+                      ("vendor/acme/greeter/src/Greeter.php", "<?php // 1.0\n"),
+                      ("var/cache/prod/Container.php", "<?php // compiled\n"), ("var/log/prod.log", "")):
+        p = base / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_text(text)
+    for p in [base, *base.rglob("*")]:
+        os.utime(p, (when, when), follow_symlinks=False)
+    return base
+
+
+def _touch(path: Path, text: str, when: float | None = None) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    if when is not None:
+        os.utime(path, (when, when))
+
+
+def test_a_composer_update_is_a_dependency_change_not_new_app_code(tmp_path, kb):
+    now = time.time()
+    app = _app_tree(tmp_path / "root/srv/shop", when=now - 6 * 86400)
+    # What `composer update` writes: the lockfile, vendor/ and its manifest; the app's cache
+    # and log move too as it runs. The app's own code stays as deployed days ago.
+    _touch(app / "composer.lock", '{"packages": [{"name": "acme/greeter", "version": "2.0.0"}]}\n', now - 600)
+    _touch(app / "vendor/composer/installed.json", '{"packages": [2]}\n', now - 600)
+    _touch(app / "vendor/acme/greeter/src/Greeter.php", "<?php // 2.0\n", now - 600)
+    _touch(app / "var/cache/prod/Container.php", "<?php // rebuilt\n", now - 500)
+    found = _run(_host(tmp_path, now), kb, Target(writable=["/srv/shop/var/cache"]))
+    deps, code = found["change.app_dependencies_recent"], found["change.app_code_recent"]
+    assert deps.state is FindingState.PRESENT
+    assert {e["path"] for e in deps.evidence["events"]} == {"/srv/shop/composer.lock",
+                                                            "/srv/shop/vendor/composer/installed.json"}
+    assert code.state is FindingState.ABSENT, code.summary
+    assert code.evidence["files"] == 3  # src/, templates/ and public/ are counted; vendor/ and var/ are not
+
+
+def test_new_own_code_with_the_lockfile_untouched_is_code_not_dependencies(tmp_path, kb):
+    now = time.time()
+    app = _app_tree(tmp_path / "root/srv/shop", when=now - 6 * 86400)
+    _touch(app / "src/Controller/Shop.php", "<?php // broken\n", now - 300)
+    found = _run(_host(tmp_path, now), kb, Target(writable=["/srv/shop/var/cache"]))
+    code = found["change.app_code_recent"]
+    assert code.state is FindingState.PRESENT
+    assert [e["path"] for e in code.evidence["events"]] == ["/srv/shop/src/Controller/Shop.php"]
+    assert found["change.app_dependencies_recent"].state is FindingState.ABSENT
+
+
+def test_a_new_release_that_copied_the_lockfile_unchanged_is_not_a_dependency_change(tmp_path, kb):
+    now = time.time()
+    base = tmp_path / "root/var/www/shop"
+    _app_tree(base / "releases/41", when=now - 9 * 86400)
+    new = _app_tree(base / "releases/42", when=now - 120)  # every file of a fresh release is new
+    (base / "current").symlink_to("releases/42")
+    found = _run(_host(tmp_path, now), kb, found=Discovery(app_roots=[("/var/www/shop/current", "nginx root")]))
+    deps = found["change.app_dependencies_recent"]
+    assert deps.state is FindingState.ABSENT, deps.summary
+    assert "/var/www/shop/current/composer.lock" in deps.evidence["same_as_previous_release"]
+    assert found["change.app_code_recent"].state is FindingState.PRESENT
+    assert found["change.deploy_recent"].state is FindingState.PRESENT
+    # The same release with a new lockfile is a dependency change too.
+    _touch(new / "composer.lock", '{"packages": [{"name": "acme/greeter", "version": "2.0.0"}]}\n', now - 120)
+    deps = _run(_host(tmp_path, now), kb, found=Discovery(app_roots=[("/var/www/shop/current", "nginx root")]))[
+        "change.app_dependencies_recent"]
+    assert deps.state is FindingState.PRESENT
+
+
+def test_a_pip_install_into_the_apps_virtualenv_is_a_dependency_change(tmp_path, kb):
+    now = time.time()
+    app = tmp_path / "root/srv/api"
+    _touch(app / "manage.py", "import django\n", now - 9 * 86400)
+    _touch(app / "api/views.py", "def index(r): pass\n", now - 9 * 86400)
+    site = app / ".venv/lib/python3.11/site-packages"
+    _touch(site / "requests-2.32.0.dist-info/METADATA", "Name: requests\n", now - 900)
+    os.utime(site, (now - 900, now - 900))
+    found = _run(_host(tmp_path, now), kb, Target(writable=["/srv/api/media"]),
+                 found=Discovery(app_roots=[("/srv/api", "gunicorn cwd")]))
+    deps = found["change.app_dependencies_recent"]
+    assert deps.state is FindingState.PRESENT
+    assert deps.evidence["events"][0]["path"] == "/srv/api/.venv/lib/python3.11/site-packages"
+    assert found["change.app_code_recent"].state is FindingState.ABSENT

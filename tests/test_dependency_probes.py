@@ -156,3 +156,32 @@ def test_databases_probe_on_redis_whose_dir_is_on_a_full_filesystem_reports_data
         f = found["dep.data_dir_full"]
         assert f.state is FindingState.PRESENT
         assert f.evidence["databases"][0]["data_mount"] == str(mnt)
+
+
+@needs_redis
+def test_databases_probe_on_redis_stopped_by_the_root_reserve_reports_data_dir_full(kb) -> None:
+    """A real ext4 with its default 5 % root reserve, filled by the redis user: Redis gets
+    ENOSPC while root still has room, so its data directory is full for the server."""
+    import pwd
+
+    from prodx.lab.sandbox import Sandbox, run_argv
+
+    sb = Sandbox("dep-reserve")
+    try:
+        _dev, mnt = sb.mount_image(sb.make_ext4("disk.img", 32), "mnt")
+        with redis(mnt / "redis") as r:
+            if r.account is None:
+                pytest.skip("needs the redis user (Debian package redis-server creates it)")
+            uid = pwd.getpwnam(r.account.pw_name).pw_uid
+            filler = ("import os\nfd = os.open(os.path.join(os.sys.argv[1], 'filler.bin'), os.O_WRONLY | os.O_CREAT)\n"
+                      "try:\n    [os.write(fd, b'x' * 65536) for _ in iter(int, 1)]\nexcept OSError as e:\n    print(e.errno)\n")
+            out = run_argv(["/usr/bin/python3", "-I", "-c", filler, str(r.data_dir)], user=uid, group=r.account.pw_gid,
+                           extra_groups=[]).stdout.strip()
+            assert out == str(errno.ENOSPC)
+            st = os.statvfs(mnt)
+            assert st.f_bavail * st.f_frsize < 1 << 20 < (st.f_bfree - st.f_bavail) * st.f_frsize  # root's reserve is left
+            f = _run(kb, [Dependency("cache", url=r.url)], r)["dep.data_dir_full"]
+            assert f.state is FindingState.PRESENT
+            assert "full for the server's user" in f.summary
+    finally:
+        assert sb.teardown() == []

@@ -95,6 +95,29 @@ def test_sandbox_refuses_a_symlink_inside_that_points_outside(tmp_path: Path) ->
     assert not sb.root.exists()
 
 
+def test_backdate_ages_what_setup_made_but_not_a_log_a_process_holds_open(tmp_path: Path) -> None:
+    from prodx.lab.sandbox import SETUP_AGE_S
+
+    sb = Sandbox("backdate", base=tmp_path)
+    try:
+        assert sb.now() < time.time() - SETUP_AGE_S + 60  # setup's history is old
+        sb.mkdirs("app")
+        conf = sb.write_text("app/config.php", "<?php return [];\n")
+        os.symlink("app", sb.root / "current")
+        live = sb.write_text("app.log", "started\n")
+        writer = sb.spawn(["sleep", "60"], log="app.log")  # holds app.log open, as a server does
+        assert sb.backdate() >= 3
+        now = time.time()
+        for path in (conf, conf.parent):
+            assert now - path.stat().st_mtime == pytest.approx(SETUP_AGE_S, abs=60)
+        assert now - os.lstat(sb.root / "current").st_mtime == pytest.approx(SETUP_AGE_S, abs=60)
+        assert now - live.stat().st_mtime < 60
+        assert abs(sb.now() - now) < 60  # what inject writes is new
+        writer.kill()
+    finally:
+        sb.teardown()
+
+
 @pytest.mark.root
 @pytest.mark.skipif(os.geteuid() != 0, reason="the lab needs root")
 def test_sandbox_refuses_to_mount_or_image_outside_its_root(tmp_path: Path) -> None:

@@ -201,6 +201,48 @@ def test_kernel_probe_errors_of_a_filesystem_no_longer_mounted_are_history(tmp_p
     assert found["log.kernel_io_error"].state is FindingState.PRESENT  # device-level: kept
 
 
+DMESG_LOOP_REUSED = """\
+[ 4000.000000] loop0: detected capacity change from 0 to 98304
+[ 4000.100000] EXT4-fs (loop0): mounted filesystem 7456 r/w with ordered data mode. Quota mode: none.
+[ 4010.723986] I/O error, dev loop0, sector 45058 op 0x1:(WRITE) flags 0x4000 phys_seg 20 prio class 2
+[ 4010.787720] Buffer I/O error on dev loop0, logical block 16385, lost sync page write
+[ 4010.789289] JBD2: I/O error when updating journal superblock for loop0-8.
+[ 4010.884431] EXT4-fs error (device loop0): ext4_journal_check_start:87: comm php-fpm8.2: Detected aborted journal
+[ 4020.000000] EXT4-fs (loop0): unmounting filesystem 7456.
+[ 4030.000000] loop0: detected capacity change from 0 to 65536
+[ 4030.100000] EXT4-fs (loop0): mounted filesystem 11e4 r/w with ordered data mode. Quota mode: none.
+"""
+
+
+def _mountinfo(tmp_path, text: str) -> None:
+    (tmp_path / "root" / "proc" / "self").mkdir(parents=True, exist_ok=True)
+    (tmp_path / "root" / "proc" / "self" / "mountinfo").write_text(text)
+
+
+def test_kernel_probe_errors_of_a_loop_device_attached_afresh_since_are_history(tmp_path, kb):
+    host = _kernel_fixture(tmp_path, DMESG_LOOP_REUSED)
+    _mountinfo(tmp_path, "27 1 7:0 / /srv/app rw,relatime - ext4 /dev/loop0 rw\n")
+    found, _ = _run(KernelLogProbe(), kb, Target(), host=host)
+    assert found["log.kernel_io_error"].state is FindingState.ABSENT
+    assert found["log.kernel_fs_error"].state is FindingState.ABSENT
+
+
+def test_kernel_probe_errors_of_the_loop_device_mounted_now_are_present(tmp_path, kb):
+    lines = DMESG_LOOP_REUSED.splitlines(keepends=True)
+    host = _kernel_fixture(tmp_path, "".join(lines[:6]))  # the erroring mount is still the current one
+    _mountinfo(tmp_path, "27 1 7:0 / /srv/app ro,relatime - ext4 /dev/loop0 ro\n")
+    found, _ = _run(KernelLogProbe(), kb, Target(), host=host)
+    assert found["log.kernel_io_error"].state is FindingState.PRESENT
+    assert found["log.kernel_fs_error"].state is FindingState.PRESENT
+
+
+def test_kernel_probe_errors_of_a_loop_device_mounted_nowhere_are_history(tmp_path, kb):
+    host = _kernel_fixture(tmp_path, "".join(DMESG_LOOP_REUSED.splitlines(keepends=True)[:6]))
+    _mountinfo(tmp_path, "27 1 254:0 / / rw - ext4 /dev/vda rw\n")
+    found, _ = _run(KernelLogProbe(), kb, Target(), host=host)
+    assert found["log.kernel_io_error"].state is FindingState.ABSENT
+
+
 def test_log_tails_cut_off_line_is_redacted_before_it_reaches_the_report(tmp_path, kb):
     log = tmp_path / "prod.log"
     log.write_text("[2026-01-01T00:00:00] app.INFO: ok\n[2026-01-01T00:00:01] app.INFO: connecting to postgres://shop:s3cretPassw0rd@db/shop")

@@ -275,3 +275,71 @@ def test_tables_probe_without_conntrack_files_or_module_list_says_unknown(kb, tm
     assert found["net.conntrack_full"].state is FindingState.UNKNOWN
     assert found["net.ephemeral_ports_exhausted"].state is FindingState.UNKNOWN
     assert found["net.listen_overflows"].state is FindingState.UNKNOWN
+
+
+# ---- an app in network and mount namespaces of its own, probed from the host's -----------------
+
+_APP_IN_NETNS = r"""
+import socket, subprocess, sys, time
+subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+with open("/proc/sys/net/ipv4/ip_local_port_range", "w") as f:
+    f.write("40000 40009")
+srv = socket.socket(); srv.bind(("127.0.0.1", 5555)); srv.listen(64)
+held, errors = [], []
+for i in range(12):
+    c = socket.socket()
+    try:
+        c.connect(("127.0.0.1", 5555)); held.append(c)
+    except OSError as e:
+        errors.append(e.strerror); c.close()
+print(len(held), errors[0] if errors else "", flush=True)
+time.sleep(60)
+"""
+
+
+@root_only
+@pytest.mark.skipif(shutil.which("unshare") is None or shutil.which("nsenter") is None, reason="needs util-linux")
+def test_tables_and_listeners_probes_look_into_the_apps_own_network_namespace(kb) -> None:
+    """The app runs in a network namespace of its own (unshare -n) with ten ephemeral ports,
+    all held toward its backend; prodx runs in the host's namespace, where nothing of it shows
+    in /proc/net."""
+    app = subprocess.Popen(["unshare", "-n", sys.executable, "-c", _APP_IN_NETNS], stdout=subprocess.PIPE, text=True)
+    try:
+        held, error = app.stdout.readline().split(" ", 1)
+        assert held == "10" and error.strip() == "Cannot assign requested address"  # the fault is real
+        name = Path(f"/proc/{app.pid}/comm").read_text().strip()
+        found = _run(kb, [NetTablesProbe(), NetListenersProbe()], Target(services=[name]), _OnlyThese({app.pid}))
+        ports = found["net.ephemeral_ports_exhausted"]
+        assert ports.state is FindingState.PRESENT, ports.summary
+        assert ports.evidence["port_range"] == [40000, 40009]
+        assert ports.evidence["namespace"] == f"the network namespace of {name} (pid {app.pid})"
+        assert ports.evidence["top_destinations"][0] == {"local": "127.0.0.1", "destination": "127.0.0.1:5555",
+                                                         "ports_in_use": 10}
+        listening = found["net.service_not_listening"]
+        assert listening.state is FindingState.ABSENT, listening.summary  # it listens, in its own namespace
+    finally:
+        app.kill()
+        app.wait(10)
+
+
+@root_only
+@pytest.mark.skipif(shutil.which("unshare") is None, reason="needs util-linux unshare")
+def test_dns_probe_asks_the_nameservers_of_the_resolv_conf_the_app_sees(kb, tmp_path) -> None:
+    """The app sees its own /etc/resolv.conf (a bind mount in its mount namespace, as
+    ip netns exec or a container gives it) naming 127.0.0.1, where nothing answers."""
+    conf = tmp_path / "resolv.conf"
+    conf.write_text("nameserver 127.0.0.1\noptions timeout:1\n")
+    app = subprocess.Popen(["unshare", "-m", "--propagation", "private", "sh", "-c",
+                            f"mount --bind {conf} /etc/resolv.conf && echo ready && exec sleep 60"],
+                           stdout=subprocess.PIPE, text=True)
+    try:
+        assert app.stdout.readline().strip() == "ready"
+        found = _run(kb, [NetDnsProbe()], Target(services=["sleep"]), _OnlyThese({app.pid}))
+        f = found["net.dns_failure"]
+        assert f.state is FindingState.PRESENT, f.summary
+        assert f"sleep (pid {app.pid})" in f.summary
+        (resolver,) = f.evidence["app_resolvers"]
+        assert resolver["nameservers"] == ["127.0.0.1"] and resolver["answers"]["127.0.0.1"]["error"] == "ECONNREFUSED"
+    finally:
+        app.kill()
+        app.wait(10)

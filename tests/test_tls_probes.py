@@ -95,11 +95,20 @@ def serve(tmp_path):
         s.close()
 
 
+class _NoServers(LocalHost):
+    """The real host with no process table: only the test's own endpoints and files count,
+    not the certificates of servers other tests (or a lab run) have running with -c."""
+
+    def processes(self):
+        return []
+
+
 def _run(kb, checks, host=None):
-    host = host or LocalHost()
-    ctx = ProbeContext(host, Target(tls=list(checks)), kb)
-    # Only the checks given: not the TLS servers discovery would find running on this host.
-    ctx.seed("discovery", Discovery())
+    ctx = ProbeContext(host or LocalHost(), Target(tls=list(checks)), kb)
+    if host is None:
+        # Only the checks given: not the TLS servers discovery would find running on this host
+        # (a fixture host's discovery sees only the fixture's own processes).
+        ctx.seed("discovery", Discovery())
     findings, runs = run_probes([TlsCertificatesProbe()], ctx, 5.0)
     assert runs[0].status.value == "ok", runs[0].detail
     return {f.id: f for f in findings}
@@ -224,10 +233,38 @@ def test_tls_nginx_config_names_an_expired_certificate_file(kb, pki, tmp_path):
     assert found["tls.chain_incomplete"].state is A
 
 
+def test_tls_config_of_a_running_nginx_started_with_c_names_a_certificate_for_another_site(kb, pki, tmp_path):
+    """A fixture tree: nginx runs with -c /srv/shop/nginx.conf (outside /etc); the server block
+    for shop.example serves a real certificate issued for blog.example."""
+    root = tmp_path / "root"
+    (root / "srv/shop/tls").mkdir(parents=True)
+    (root / "srv/shop/tls/fullchain.pem").write_bytes(pki.leaf(names=("blog.example",)).cert_pem
+                                                      + pki.intermediate.cert_pem)
+    (root / "srv/shop/nginx.conf").write_text(
+        "events {}\nhttp {\n  server {\n    listen 443 ssl;\n    server_name shop.example www.shop.example;\n"
+        "    ssl_certificate /srv/shop/tls/fullchain.pem;\n    location / { return 200; }\n  }\n}\n")
+    master = {"pid": 4242, "name": "nginx", "user": "root", "uid": 0,
+              "cmdline": ["nginx: master process /usr/sbin/nginx", "-c", "/srv/shop/nginx.conf"]}
+    # The listener discovery reads from that config is handshaken too; nothing answers there.
+    refused = {"tls": {json.dumps(["127.0.0.1", 443, name]): {"error": "ConnectionRefusedError: [Errno 111] Connection refused"}
+                       for name in ("shop.example", "blog.example")}}
+    (tmp_path / "host.json").write_text(json.dumps({"now": time.time(), "processes": [master], "observations": refused}))
+    found = _run(kb, [], host=FixtureHost(tmp_path))
+    mismatch = found["tls.name_mismatch"]
+    assert mismatch.state is P, mismatch.reason or mismatch.summary
+    assert mismatch.evidence["mismatched"][0]["server_names"] == ["shop.example", "www.shop.example"]
+    assert mismatch.evidence["mismatched"][0]["names"] == ["blog.example"]
+    assert found["tls.chain_incomplete"].state is A
+    # The same file served for the name it was issued for is no mismatch.
+    conf = root / "srv/shop/nginx.conf"
+    conf.write_text(conf.read_text().replace("shop.example www.shop.example", "blog.example"))
+    assert _run(kb, [], host=FixtureHost(tmp_path))["tls.name_mismatch"].state is A
+
+
 def test_tls_handshake_recorded_replays_the_same_findings(kb, pki, trusted, serve, tmp_path):
     port = serve(pki.leaf(valid_from_days=-100, valid_until_days=-3), [])
     checks = [TlsCheck(endpoint=f"127.0.0.1:{port}", server_name=SITE)]
-    recorder = RecordingHost(LocalHost())
+    recorder = RecordingHost(_NoServers())
     live = _states(_run(kb, checks, host=recorder))
     recorder.save(tmp_path / "capture")
     assert _states(_run(kb, checks, host=FixtureHost(tmp_path / "capture"))) == live

@@ -36,7 +36,7 @@ else:
 
 
 def lab_leftovers() -> list[str]:
-    """Mounts, loop devices and users a lab run left on this host."""
+    """Mounts, loop devices, users and network namespaces a lab run left on this host."""
     out = []
     with open("/proc/self/mounts", encoding="utf-8") as fh:
         out += [f"mount {line.split()[1]}" for line in fh if "/prodx-lab-" in line]
@@ -44,6 +44,10 @@ def lab_leftovers() -> list[str]:
                            capture_output=True, text=True, timeout=10).stdout
     out += [f"loop {line.strip()}" for line in loops.splitlines() if "/prodx-lab-" in line]
     out += [f"user {p.pw_name}" for p in pwd.getpwall() if p.pw_name.startswith("prodxlab")]
+    netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, timeout=10).stdout
+    out += [f"netns {line.split()[0]}" for line in netns.splitlines() if line.startswith("prodxlab")]
+    if os.path.isdir("/etc/netns"):
+        out += [f"netns files /etc/netns/{n}" for n in os.listdir("/etc/netns") if n.startswith("prodxlab")]
     return out
 
 

@@ -11,6 +11,7 @@ import http.client
 import os
 import signal
 import subprocess
+import time
 
 import pytest
 from prodx.lab.sandbox import wait_port
@@ -79,3 +80,19 @@ def test_nginx_restarted_on_the_bad_config_stays_down_and_is_diagnosed_config_er
         assert lead["condition"] == "config-error" and lead["probability"] >= 0.5, (
             [(d["condition"], round(d["probability"], 3)) for d in doc["differential"][:4]],
             [f for f, v in found.items() if v["state"] == "present"])
+
+
+def test_bad_deploy_scenario_pulls_a_broken_commit_and_is_diagnosed_first_with_and_without_profile(lab) -> None:
+    with lab.stage("bad-deploy") as run:
+        sc = run.scenario
+        assert _status(sc.web.port, "/shop.php") == 500
+        log = sc.web.php_error_log.read_text(errors="replace")
+        assert "ArgumentCountError: Too few arguments to function App\\Price::format()" in log
+        head = (sc.app / ".git/logs/HEAD").read_text().splitlines()
+        assert "pull --ff-only: Fast-forward" in head[-1]
+        # The deploy is new; the lockfile and vendor/ are as deployed days ago.
+        assert time.time() - int(head[-1].split("\t")[0].split()[-2]) < 600
+        for rel in ("composer.lock", "vendor/composer/installed.json", "vendor/acme/greeter/src/Greeter.php"):
+            assert time.time() - (sc.app / rel).stat().st_mtime > 5 * 86400, rel
+        assert time.time() - (sc.app / "src/Price.php").stat().st_mtime < 600
+        lab.assert_diagnosed(run)

@@ -7,8 +7,9 @@ needs (root, commands from Debian packages, kernel features); and that implement
 Subclasses with a ``name`` register themselves.
 
 :func:`staged` is the one way to run a scenario: root check, stale-sandbox cleanup, SIGINT /
-SIGTERM / SIGHUP turned into exceptions so ``finally`` runs, setup, inject, the profile file,
-and teardown on every way out.
+SIGTERM / SIGHUP turned into exceptions so ``finally`` runs, setup, backdating of what setup
+made (days old, as on a real server: only what the fault changes is new), inject, the profile
+file, and teardown on every way out.
 """
 
 from __future__ import annotations
@@ -114,10 +115,12 @@ class Scenario:
         return (self.condition, *self.accept)
 
     def setup(self, sb: Sandbox) -> None:
-        """Build the healthy system: filesystems, users, app folders, services."""
+        """Build the healthy system: filesystems, users, app folders, services. History it
+        writes (git commits, log lines) takes its time from ``sb.now()``; afterwards
+        :func:`staged` makes every file it left days old."""
 
     def inject(self, sb: Sandbox) -> None:
-        """Break it for real."""
+        """Break it for real (what it writes stays new)."""
         raise NotImplementedError
 
     def teardown(self, sb: Sandbox) -> None:
@@ -225,6 +228,7 @@ def staged(scenario: str | type[Scenario] | Scenario, *, keep: bool = False) -> 
         ok = False
         try:
             scenario.setup(sb)
+            sb.backdate()
             scenario.inject(sb)
             sb.write_text(result.profile_path, scenario.profile(sb))
             yield result

@@ -3,8 +3,9 @@
 Everything lives under ``/tmp/prodx-lab-<name>-<random>/``: ext4 images, their loop devices
 and mount points, config files, logs. The sandbox records each thing it creates in
 ``sandbox.json`` beside them (with the owner's pid), tears them down in reverse order, and
-refuses any path outside its root. The one thing outside is throwaway users named
-``prodxlab*``, removed at teardown.
+refuses any path outside its root. The things outside are throwaway users and network
+namespaces named ``prodxlab*`` (with the namespace's ``/etc/netns/prodxlab*`` files, which
+``ip netns exec`` puts in place of /etc's), removed at teardown.
 
 ``sandbox.json`` looks like::
 
@@ -40,6 +41,12 @@ USER_PREFIX = "prodxlab"
 MANIFEST = "sandbox.json"
 #: Deadline for one admin command (mkfs, mount, losetup, useradd): they take milliseconds.
 COMMAND_TIMEOUT_S = 60.0
+#: How old the healthy system looks once staged: a real server's configs, code and package
+#: history are older than its fault, and older than the 48 h prodx calls a recent change.
+SETUP_AGE_S = 6 * 86400
+#: Filesystems :meth:`Sandbox.backdate` walks into; a FUSE share (a stand-in file server that
+#: may block every request, or the backing store of a failing disk) is left alone.
+_LOCAL_FS = ("ext2", "ext3", "ext4", "xfs", "btrfs", "tmpfs")
 
 
 class LabError(Exception):
@@ -48,6 +55,20 @@ class LabError(Exception):
 
 class SandboxEscape(LabError):
     """A path outside the sandbox root was about to be written, mounted or removed."""
+
+
+@dataclass
+class NetNs:
+    """A network namespace the sandbox made, joined to the host by a veth pair (a /30)."""
+
+    name: str
+    host_ip: str  # the host's end of the veth
+    ns_ip: str  # the namespace's end; its default route points at host_ip
+
+    def exec_argv(self, argv: Sequence[str], user: Account | None = None) -> list[str]:
+        """``argv`` run inside the namespace (as ``user`` when given), for Popen or run_argv."""
+        drop = ["setpriv", f"--reuid={user.uid}", f"--regid={user.gid}", "--clear-groups"] if user else []
+        return ["ip", "netns", "exec", self.name, *drop, *argv]
 
 
 @dataclass
@@ -105,6 +126,54 @@ def _proc_start(pid: int) -> int | None:
     return int(rest[19]) if len(rest) > 19 else None
 
 
+def _free_slash30() -> tuple[str, str]:
+    """(host end, namespace end) of a 10.x.y.z/30 that no interface of the host uses."""
+    used = run_argv(["ip", "-o", "-4", "addr", "show"]).stdout
+    for _ in range(100):
+        base = f"10.{secrets.randbelow(200) + 50}.{secrets.randbelow(256)}.{secrets.randbelow(64) * 4}"
+        net = base.rsplit(".", 1)[0] + "."
+        if net not in used:
+            last = int(base.rsplit(".", 1)[1])
+            return f"{net}{last + 1}", f"{net}{last + 2}"
+    raise LabError("no free 10.x.y.0/24 for a veth pair")
+
+
+def _held_open_under(root: Path) -> set[str]:
+    """Paths under ``root`` that some process holds open (from every /proc/PID/fd link)."""
+    prefix = f"{root}/"
+    held = set()
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if target.startswith(prefix):
+                held.add(target)
+    return held
+
+
+def _mount_types_under(root: str) -> dict[str, str]:
+    """Mount point → filesystem type for the mounts at or under ``root`` (/proc/self/mountinfo)."""
+    out = {}
+    points = set(mounts_under(root))
+    with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as fh:
+        for line in fh:
+            fields = line.split()
+            if " - " not in line or len(fields) < 5:
+                continue
+            point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[4])
+            if point in points:
+                out[point] = line.split(" - ", 1)[1].split()[0]
+    return out
+
+
 def _alive(pid: int, start: int | None) -> bool:
     return start is not None and _proc_start(pid) == start
 
@@ -160,6 +229,7 @@ class Sandbox:
         self._resources: list[list[Any]] = []
         self._procs: dict[int, subprocess.Popen[bytes]] = {}
         self._torn_down = False
+        self.backdated = False
         self._save()
 
     # ---- records -------------------------------------------------------------------------
@@ -174,6 +244,7 @@ class Sandbox:
         sb._resources = data.get("resources", [])
         sb._procs = {}
         sb._torn_down = False
+        sb.backdated = True
         return sb
 
     def _save(self) -> None:
@@ -228,6 +299,53 @@ class Sandbox:
         """Unlink one file under the root."""
         self.check(path).unlink()
 
+    # ---- the healthy system's age --------------------------------------------------------
+
+    def now(self) -> float:
+        """The time of a scenario step, for the history it writes (git commits, lockfiles, log
+        lines): SETUP_AGE_S ago while the healthy system is built, the real time once
+        :meth:`backdate` has run (what inject breaks is new)."""
+        return time.time() - (0 if self.backdated else SETUP_AGE_S)
+
+    def backdate(self) -> int:
+        """Make everything under the root SETUP_AGE_S old (atime and mtime; symlinks
+        themselves), except files a running process holds open (a live log is written all the
+        time) and what lies on filesystems other than local disks and tmpfs. Returns how many
+        entries changed; from then on :meth:`now` is the real time."""
+        when = time.time() - SETUP_AGE_S
+        held = _held_open_under(self.root)
+        foreign = {p for p, fstype in _mount_types_under(str(self.root)).items() if fstype not in _LOCAL_FS}
+        changed = 0
+        for top, dirs, files in os.walk(self.root):
+            dirs[:] = [d for d in dirs if os.path.join(top, d) not in foreign]
+            for name in [*files, *dirs]:
+                path = os.path.join(top, name)
+                if path in held or name in (MANIFEST, MANIFEST + ".tmp"):
+                    continue
+                try:
+                    os.utime(path, (when, when), follow_symlinks=False)
+                    changed += 1
+                except OSError:
+                    pass  # vanished meanwhile (a pid file, a socket)
+        os.utime(self.root, (when, when))
+        self.backdated = True
+        return changed
+
+    def git(self, repo: str | os.PathLike[str], *args: str, user: Account | None = None) -> subprocess.CompletedProcess[str]:
+        """``git -C REPO ARGS`` (as ``user``, else root) with a fixed identity, dated by
+        :meth:`now` (commit and reflog times: history made while building the healthy system
+        is old)."""
+        repo = self.check(repo)
+        stamp = f"@{int(self.now())} +0000"
+        env = {"PATH": "/usr/bin:/bin", "HOME": str(self.root), "GIT_AUTHOR_NAME": "Deploy",
+               "GIT_AUTHOR_EMAIL": "ci@shop", "GIT_COMMITTER_NAME": "Deploy", "GIT_COMMITTER_EMAIL": "ci@shop",
+               "GIT_AUTHOR_DATE": stamp, "GIT_COMMITTER_DATE": stamp, "GIT_CONFIG_NOSYSTEM": "1"}
+        kwargs: dict[str, Any] = {"env": env, "cwd": self.root}
+        if user is not None:
+            kwargs.update(user=user.uid, group=user.gid, extra_groups=[])
+        # git refuses a repository another user owns unless told it is safe.
+        return run_argv(["git", "-c", "safe.directory=*", "-C", str(repo), *args], **kwargs)
+
     # ---- commands, images, mounts --------------------------------------------------------
 
     def run(self, argv: Sequence[str], *, user: Account | None = None, timeout_s: float = COMMAND_TIMEOUT_S,
@@ -259,6 +377,11 @@ class Sandbox:
         self.run([*argv, dev, str(mnt)])
         self._record("mount", str(mnt))
         return dev, mnt
+
+    def record_mount(self, mountpoint: str | os.PathLike[str]) -> None:
+        """Take charge of a mount a process of the sandbox made (a FUSE daemon): teardown
+        unmounts it in order, before the processes started earlier are stopped."""
+        self._record("mount", str(self.check(mountpoint)))
 
     def remount(self, mountpoint: str | os.PathLike[str], options: Sequence[str]) -> None:
         """``mount -o remount,<options>`` a mount this sandbox made."""
@@ -295,6 +418,38 @@ class Sandbox:
         self._procs[proc.pid] = proc
         self._record("process", proc.pid, _proc_start(proc.pid))
         return proc
+
+    # ---- network namespaces --------------------------------------------------------------
+
+    def add_netns(self, *, resolv_conf: str | None = None, sysctls: dict[str, str] | None = None) -> NetNs:
+        """A network namespace ``prodxlab<hex>`` with loopback up and a veth pair to the host
+        on a free 10.x.y.z/30; ``resolv_conf`` becomes its processes' /etc/resolv.conf (through
+        ``ip netns exec``; ``{host_ip}`` in it is the host's end of the veth), ``sysctls`` are
+        set inside it (``net.ipv4.ip_local_port_range``)."""
+        tag = secrets.token_hex(3)
+        name = f"{USER_PREFIX}{tag}"
+        host_ip, ns_ip = _free_slash30()
+        self.run(["ip", "netns", "add", name])
+        self._record("netns", name)
+        if resolv_conf is not None:
+            etc = Path("/etc/netns") / name
+            etc.mkdir(parents=True, exist_ok=True)
+            self._record("netns_etc", str(etc))
+            (etc / "resolv.conf").write_text(resolv_conf.format(host_ip=host_ip), encoding="utf-8")
+        host_if, ns_if = f"vh{tag}", f"vn{tag}"
+        for argv in (["ip", "link", "add", host_if, "type", "veth", "peer", "name", ns_if],
+                     ["ip", "link", "set", ns_if, "netns", name],
+                     ["ip", "addr", "add", f"{host_ip}/30", "dev", host_if],
+                     ["ip", "link", "set", host_if, "up"],
+                     ["ip", "-n", name, "addr", "add", f"{ns_ip}/30", "dev", ns_if],
+                     ["ip", "-n", name, "link", "set", ns_if, "up"],
+                     ["ip", "-n", name, "link", "set", "lo", "up"],
+                     ["ip", "-n", name, "route", "add", "default", "via", host_ip]):
+            self.run(argv)
+        ns = NetNs(name, host_ip, ns_ip)
+        for key, value in (sysctls or {}).items():
+            self.run(ns.exec_argv(["sysctl", "-q", "-w", f"{key}={value}"]))
+        return ns
 
     # ---- teardown ------------------------------------------------------------------------
 
@@ -355,14 +510,35 @@ class Sandbox:
             return  # already detached (and maybe reused by someone else): not ours any more
         run_argv(["losetup", "-d", device])
 
+    def _undo_netns(self, name: str) -> None:
+        if not name.startswith(USER_PREFIX):
+            raise SandboxEscape(f"refusing to remove network namespace {name}: not a lab namespace")
+        if os.path.exists(f"/run/netns/{name}"):
+            run_argv(["ip", "netns", "del", name])  # its end of the veth goes, and the pair with it
+
+    def _undo_netns_etc(self, path: str) -> None:
+        if os.path.dirname(path) != "/etc/netns" or not os.path.basename(path).startswith(USER_PREFIX):
+            raise SandboxEscape(f"refusing to remove {path}: not a lab namespace's files")
+        shutil.rmtree(path, ignore_errors=True)
+        try:
+            os.rmdir("/etc/netns")  # only when no other namespace keeps files there
+        except OSError:
+            pass
+
     def _undo_user(self, name: str) -> None:
         if not name.startswith(USER_PREFIX):
             raise SandboxEscape(f"refusing to remove user {name}: not a lab user")
-        try:
-            pwd.getpwnam(name)
-        except KeyError:
-            return
-        run_argv(["userdel", name])
+        # Another run's useradd/userdel may hold the passwd lock ("cannot remove entry ...
+        # from /etc/passwd"): retry a few times before reporting it.
+        for attempt in range(10):
+            try:
+                pwd.getpwnam(name)
+            except KeyError:
+                return
+            proc = run_argv(["userdel", name], check=attempt == 9)
+            if proc.returncode == 0:
+                return
+            time.sleep(0.3)
 
 
 def _killpg(pgid: int, sig: int) -> None:

@@ -193,10 +193,12 @@ class PostgresInstance(_Server):
     bindir: str = ""
     account: pwd.struct_passwd | None = None
     settings: dict[str, object] = field(default_factory=dict)
+    #: Where the data directory lives when not in ``directory`` (a filesystem of its own).
+    data_path: Path | None = None
 
     @property
     def data_dir(self) -> Path:
-        return self.directory / "data"
+        return self.data_path or self.directory / "data"
 
     @property
     def url(self) -> str:
@@ -298,6 +300,8 @@ class RedisInstance(_Server):
     binary: str = ""
     account: pwd.struct_passwd | None = None
     settings: dict[str, object] = field(default_factory=dict)
+    #: The address it listens on (the host's end of a lab veth, say).
+    bind: str = "127.0.0.1"
 
     @property
     def data_dir(self) -> Path:
@@ -305,7 +309,7 @@ class RedisInstance(_Server):
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"redis://{self.bind}:{self.port}/0"
 
     def start(self) -> None:
         acct = self.account
@@ -313,7 +317,7 @@ class RedisInstance(_Server):
         _chown(self.directory, acct)
         _chown(self.data_dir, acct)
         self.log = self.directory / "redis.log"
-        argv = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.data_dir),
+        argv = [self.binary, "--port", str(self.port), "--bind", self.bind, "--dir", str(self.data_dir),
                 "--daemonize", "no", "--save", "", "--appendonly", "no", "--protected-mode", "no"]
         for key, value in self.settings.items():
             argv += [f"--{key}", str(value)]
@@ -331,7 +335,7 @@ class RedisInstance(_Server):
 
     def command(self, *args: str) -> str:
         """Send one command (RESP) and return the first line of the reply, e.g. ``+PONG``."""
-        with socket.create_connection(("127.0.0.1", self.port), timeout=2) as s:
+        with socket.create_connection((self.bind, self.port), timeout=2) as s:
             s.sendall(_resp(args))
             return _first_reply(s)
 
@@ -342,7 +346,7 @@ class RedisInstance(_Server):
         """
         opened = []
         for _ in range(count):
-            s = socket.create_connection(("127.0.0.1", self.port), timeout=2)
+            s = socket.create_connection((self.bind, self.port), timeout=2)
             s.sendall(_resp(("PING",)))
             reply = _first_reply(s)
             if reply != "+PONG":

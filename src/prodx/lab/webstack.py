@@ -23,7 +23,7 @@ import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 
-from prodx.lab.sandbox import Account, Sandbox, free_port, wait_until
+from prodx.lab.sandbox import Account, NetNs, Sandbox, free_port, wait_until
 
 LOGGED_IN = "logged in as "
 
@@ -99,10 +99,11 @@ class LoginResult:
 
 
 class WebStack:
-    """nginx + PHP-FPM serving ``docroot`` as ``user``, sessions in ``session_dir``."""
+    """nginx + PHP-FPM serving ``docroot`` as ``user``, sessions in ``session_dir``; PHP-FPM
+    inside ``netns`` when given (nginx reaches it through its Unix socket all the same)."""
 
-    def __init__(self, sb: Sandbox, user: Account, docroot: Path, session_dir: Path) -> None:
-        self.sb, self.user = sb, user
+    def __init__(self, sb: Sandbox, user: Account, docroot: Path, session_dir: Path, netns: NetNs | None = None) -> None:
+        self.sb, self.user, self.netns = sb, user, netns
         self.docroot, self.session_dir = sb.check(docroot), sb.check(session_dir)
         self.port = 0
         self.php_fpm = find_php_fpm() or "php-fpm"
@@ -152,8 +153,8 @@ php_admin_flag[log_errors] = on
 php_admin_flag[display_errors] = off
 php_admin_value[error_log] = {self.php_error_log}
 """)
-        sb.spawn([self.php_fpm, "--nodaemonize", "--fpm-config", str(sb.path("php-fpm.conf")),
-                  "-c", str(sb.path("php.ini"))], log="php-fpm.out")
+        fpm = [self.php_fpm, "--nodaemonize", "--fpm-config", str(sb.path("php-fpm.conf")), "-c", str(sb.path("php.ini"))]
+        sb.spawn(self.netns.exec_argv(fpm) if self.netns else fpm, log="php-fpm.out")
         wait_until(lambda: sock.exists(), 15, f"php-fpm did not create {sock}; see {sb.path('php-fpm.out')}")
 
         self.port = free_port()

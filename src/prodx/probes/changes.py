@@ -6,9 +6,16 @@ Reads (bounded, through the host layer):
   ``2026-11-27 03:12:45 upgrade php8.2-fpm:amd64 8.2.7-1~deb12u1 8.2.20-1~deb12u1``;
   ``/var/log/apt/history.log`` for the command that did it (``Commandline: apt-get upgrade``);
   ``/var/log/dnf.rpm.log`` on rpm hosts (``2024-05-14T03:12:45+0000 SUBDEBUG Upgrade: php-fpm-8.2.20-1.el9.x86_64``);
-- stat of dependency lockfiles and config files in the app folders (profile or discovery) and
-  of config files under ``/etc`` (``kb/data/frameworks.yaml``: ``etc_config_dirs``; at most
-  ``_MAX_ENTRIES`` entries, 3 levels deep);
+- stat of dependency lockfiles, installed-dependency manifests and folders (``vendor/composer/
+  installed.json``, a virtualenv's ``site-packages``) and config files in the app folders
+  (profile or discovery); in a release layout (``releases/N`` behind a ``current`` symlink) a
+  new lockfile is compared with the previous release's, since every release copies it;
+- a bounded walk of the app's own code in those folders (``code_suffixes``, outside
+  ``not_own_code``: vendor/, node_modules/, var/, storage/ ...; at most ``_MAX_CODE_ENTRIES``
+  entries), so a dependency update (lockfile and vendor/ new, own code old) reads apart from a
+  deploy of new code;
+- stat of config files under ``/etc`` (``kb/data/frameworks.yaml``: ``etc_config_dirs``; at
+  most ``_MAX_ENTRIES`` entries, 3 levels deep);
 - ``.git/logs/HEAD`` (last line: ``<old> <new> Name <mail> 1716000000 +0000<TAB>pull: Fast-forward``),
   ``ORIG_HEAD`` / ``FETCH_HEAD`` mtimes, and ``current -> releases/…`` symlinks in app folders;
 - ``/proc/stat`` (``btime 1716000000``) for the boot time;
@@ -28,7 +35,7 @@ import os
 import re
 import stat as statmod
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 from typing import Any
 
@@ -46,6 +53,11 @@ _MAX_ENTRIES = 3000
 _MAX_DEPTH = 3
 _MAX_EVENTS = 40
 _CODE_ERRORS = "change.errors_after_change"
+_MAX_CODE_ENTRIES = 5000
+_MAX_CODE_DEPTH = 8
+_CODE_BUDGET_S = 0.5
+#: Bytes of a lockfile compared with the previous release's copy.
+_LOCK_COMPARE_BYTES = 4 << 20
 #: A config file written this close to a dpkg/dnf action counts as written by the package.
 _PACKAGE_SLACK_S = 120
 
@@ -216,6 +228,7 @@ class ChangesProbe(Probe):
     findings = (
         "change.packages_recent",
         "change.app_dependencies_recent",
+        "change.app_code_recent",
         "change.config_recent",
         "change.deploy_recent",
         "change.reboot_recent",
@@ -234,6 +247,7 @@ class ChangesProbe(Probe):
         results = [
             packages,
             self._dependencies(ctx, roots, since),
+            self._app_code(ctx, roots, since),
             self._config(ctx, roots, since, installs),
             self._deploy(ctx, roots, since),
             self._reboot(ctx, now),
@@ -306,12 +320,13 @@ class ChangesProbe(Probe):
     # ---- files in the app and under /etc --------------------------------------------------
 
     @staticmethod
-    def _mtime(ctx: ProbeContext, path: str) -> float | None:
+    def _mtime(ctx: ProbeContext, path: str, dirs: bool = False) -> float | None:
+        """mtime of a regular file (or a folder, with ``dirs``); None when there is none."""
         try:
             st = ctx.host.stat(path)
         except OSError:
             return None
-        return st.st_mtime if statmod.S_ISREG(st.st_mode) else None
+        return st.st_mtime if statmod.S_ISREG(st.st_mode) or (dirs and statmod.S_ISDIR(st.st_mode)) else None
 
     def _dependencies(self, ctx: ProbeContext, roots: list[str], since: float) -> Finding:
         from prodx.discovery.stack import rules
@@ -320,24 +335,65 @@ class ChangesProbe(Probe):
         if not roots:
             return unknown(fid, "no app folder known: give the app's paths in a profile, or run prodx where its "
                                 "web server or workers run so discovery finds them")
-        found, checked = [], []
+        found, checked, same = [], [], []
         for root in roots:
-            for name in rules().get("lockfiles", []):
-                path = os.path.join(root, name)
-                mtime = self._mtime(ctx, path)
+            previous = _previous_release(ctx, root)
+            paths = [os.path.join(root, name) for name in rules().get("lockfiles", [])]
+            for pattern in rules().get("installed_dependencies", []):
+                paths += ctx.host.glob(os.path.join(root, pattern))[:5]
+            for path in paths:
+                mtime = self._mtime(ctx, path, dirs=True)
                 if mtime is None:
                     continue
                 checked.append(path)
-                if mtime >= since:
-                    found.append(_event(mtime, "dependencies", f"{path} modified", path=path))
+                if mtime < since:
+                    continue
+                if previous and _same_content(ctx, path, os.path.join(previous, os.path.relpath(path, root))):
+                    same.append(path)  # the release copied it unchanged
+                    continue
+                found.append(_event(mtime, "dependencies", f"{path} modified", path=path))
         if found:
             found.sort(key=lambda e: e["ts"])
             return present(fid, "; ".join(f"{e['path']} modified {e['when'][:16]}" for e in found[-5:]),
                            events=found, roots=roots)
         if not checked:
             return unknown(fid, f"no dependency lockfile in the app folders ({', '.join(roots)})")
-        return absent(fid, f"no lockfile changed in the last {RECENT_S // 3600} h ({len(checked)} checked)",
-                      checked=checked)
+        extra = f"; {len(same)} copied unchanged from the previous release" if same else ""
+        return absent(fid, f"no lockfile changed in the last {RECENT_S // 3600} h ({len(checked)} checked{extra})",
+                      checked=checked, same_as_previous_release=same)
+
+    def _app_code(self, ctx: ProbeContext, roots: list[str], since: float) -> Finding:
+        """The newest of the app's own code files (not its dependencies, not what it writes)."""
+        fid = "change.app_code_recent"
+        if not roots:
+            return unknown(fid, "no app folder known: give the app's paths in a profile, or run prodx where its "
+                                "web server or workers run so discovery finds them")
+        end = time.monotonic() + _CODE_BUDGET_S
+        recent: list[dict[str, Any]] = []
+        newest: tuple[float, str] = (0.0, "")
+        files = entries = 0
+        partial = False
+        for root in roots:
+            walk = _OwnCode(ctx, root, end, _MAX_CODE_ENTRIES - entries)
+            for path, mtime in walk:
+                files += 1
+                newest = max(newest, (mtime, path))
+                if mtime >= since:
+                    recent.append(_event(mtime, "code", f"{path} modified", path=path))
+            entries += walk.entries
+            partial = partial or walk.partial
+        if recent:
+            recent.sort(key=lambda e: e["ts"])
+            return present(fid, f"{len(recent)} of the app's own code file(s) changed in the last {RECENT_S // 3600} h, "
+                                f"latest {recent[-1]['path']} at {recent[-1]['when'][:16]}",
+                           events=recent[-5:], count=len(recent), partial=partial, roots=roots)
+        if partial:
+            return unknown(fid, f"the walk of the app's code ran out of its budget after {entries} entries, "
+                                "with no recent change among them")
+        if not files:
+            return unknown(fid, f"no code file of the app's own found in {', '.join(roots)}")
+        return absent(fid, f"none of the app's {files} own code file(s) changed in the last {RECENT_S // 3600} h "
+                           f"(newest {newest[1]}, {_iso(newest[0])[:16]})", files=files, roots=roots)
 
     def _config(self, ctx: ProbeContext, roots: list[str], since: float, installs: list[float]) -> Finding:
         from prodx.discovery.stack import rules
@@ -516,6 +572,83 @@ class ChangesProbe(Probe):
             events=[{"ts": round(first_ts, 3), "when": _iso(first_ts), "kind": "error",
                      "what": f"first {first['signature']} error: {first['example'][:120]}"}],
         )
+
+
+class _OwnCode:
+    """Iterator of (path, mtime) over the app's own code files under ``root``, breadth first,
+    skipping ``not_own_code`` folders; ``partial`` once the budget or entry cap cut it short."""
+
+    def __init__(self, ctx: ProbeContext, root: str, end: float, max_entries: int) -> None:
+        from prodx.discovery.stack import rules
+
+        self.ctx, self.root, self.end, self.max_entries = ctx, root, end, max_entries
+        self.skip = {os.path.join(root, d) for d in rules().get("not_own_code", [])}
+        self.suffixes = tuple(rules().get("code_suffixes", []))
+        self.entries = 0
+        self.partial = False
+
+    def __iter__(self) -> Iterator[tuple[str, float]]:
+        queue = [(self.root, 0)]
+        while queue:
+            path, depth = queue.pop(0)
+            try:
+                names = self.ctx.host.listdir(path)
+            except OSError:
+                continue
+            for name in names:
+                if self.entries >= self.max_entries or time.monotonic() > self.end:
+                    self.partial = True
+                    return
+                child = os.path.join(path, name)
+                if child in self.skip or name.startswith("."):
+                    continue
+                self.entries += 1
+                try:
+                    st = self.ctx.host.lstat(child)
+                except OSError:
+                    continue
+                if statmod.S_ISDIR(st.st_mode):
+                    if depth < _MAX_CODE_DEPTH:
+                        queue.append((child, depth + 1))
+                elif statmod.S_ISREG(st.st_mode) and name.endswith(self.suffixes):
+                    yield child, st.st_mtime
+
+
+
+def _natural(name: str) -> tuple[Any, ...]:
+    """Sort key for release names: numbers by value (9 before 10), timestamps as they read."""
+    return tuple(int(p) if p.isdigit() else p for p in re.split(r"(\d+)", name))
+
+
+def _previous_release(ctx: ProbeContext, root: str) -> str | None:
+    """In a release layout (``base/releases/NAME``, often behind ``base/current``), the release
+    deployed before the one ``root`` is or points to; None otherwise."""
+    path = root
+    try:
+        if statmod.S_ISLNK(ctx.host.lstat(path).st_mode):
+            path = os.path.normpath(os.path.join(os.path.dirname(path), ctx.host.readlink(path)))
+    except OSError:
+        return None
+    parent, name = os.path.split(path)
+    if os.path.basename(parent) != "releases":
+        return None
+    try:
+        names = sorted((n for n in ctx.host.listdir(parent) if not n.startswith(".")), key=_natural)
+    except OSError:
+        return None
+    older = [n for n in names if _natural(n) < _natural(name)]
+    return os.path.join(parent, older[-1]) if older else None
+
+
+def _same_content(ctx: ProbeContext, path: str, other: str) -> bool:
+    """Whether two regular files hold the same bytes (the first _LOCK_COMPARE_BYTES)."""
+    try:
+        a, b = ctx.host.stat(path), ctx.host.stat(other)
+        if not (statmod.S_ISREG(a.st_mode) and statmod.S_ISREG(b.st_mode)) or a.st_size != b.st_size:
+            return False
+        return ctx.host.read_bytes(path, _LOCK_COMPARE_BYTES) == ctx.host.read_bytes(other, _LOCK_COMPARE_BYTES)
+    except OSError:
+        return False
 
 
 def _code_error_matcher(ctx: ProbeContext) -> Any:

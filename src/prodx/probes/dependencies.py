@@ -39,7 +39,7 @@ from prodx.model import Finding, absent, present, unknown
 from prodx.probes.base import Probe, ProbeContext
 from prodx.probes.mounts import measured_mounts, mount_of
 from prodx.probes.network import CONNECT_TIMEOUT_S, is_local, reach, socket_owners, tcp_sockets, unix_listeners
-from prodx.probes.storage import is_full
+from prodx.probes.storage import is_full, is_reserved_only
 
 _KINDS = {"postgres": "postgres", "postgresql": "postgres", "mysql": "mysql", "redis": "redis"}
 #: Process names of local servers → kind (the PostgreSQL postmaster is told apart by its -D or
@@ -64,6 +64,8 @@ class Target:
     user: str = ""
     password: str = ""
     pid: int = 0
+    #: The server's OS user id (-1 unknown): one other than root stops at the root reserve.
+    uid: int = -1
     data_dir: str = ""
     socket_dir: str = ""
     notes: dict[str, Any] = field(default_factory=dict)
@@ -117,15 +119,22 @@ def targets(ctx: ProbeContext) -> list[Target]:
         kind = _LOCAL.get(proc.name)
         if kind is None or (kind == "postgres" and not _is_postmaster(proc)):
             continue
-        ports = sorted({s.local_port for i, s in listening.items() if any(p.pid == proc.pid for p in owners.get(i, []))})
+        mine = sorted(((s.local_port, s.local_ip) for i, s in listening.items()
+                       if any(p.pid == proc.pid for p in owners.get(i, []))))
+        ports = sorted({port for port, _ip in mine})
+        # Where to reach it: loopback when it listens on every address, else the address it binds.
+        addresses = {ip for _port, ip in mine}
         sockets = [unix[i] for i in unix if any(p.pid == proc.pid for p in owners.get(i, []))]
-        matched = [t for t in out if t.kind == kind and is_local(t.host) and (t.port in ports or not ports)]
+        matched = [t for t in out if t.kind == kind and (is_local(t.host) or t.host in addresses)
+                   and (t.port in ports or not ports)]
         if not matched and ports:
-            t = Target(kind, f"local {proc.name}", "127.0.0.1", ports[0], user="postgres" if kind == "postgres" else "")
+            ip = mine[0][1]
+            host = "127.0.0.1" if ip in ("0.0.0.0", "::") or is_local(ip) else ip
+            t = Target(kind, f"local {proc.name}", host, ports[0], user="postgres" if kind == "postgres" else "")
             out.append(t)
             matched = [t]
         for t in matched:
-            t.pid = proc.pid
+            t.pid, t.uid = proc.pid, proc.uid
             if kind == "postgres":
                 t.data_dir = _pg_data_dir(proc)
                 pg_sock = [s for s in sockets if s.endswith(f".s.PGSQL.{t.port}")]
@@ -425,10 +434,15 @@ class DatabasesProbe(Probe):
         v.evidence["data_dir"] = path
         v.evidence["data_mount"] = mount.mount_point
         free = mount.stats.avail_bytes
-        if is_full(mount) or mount.readonly or mount.stats.readonly:
+        # A server running as its own user (postgres, mysql, redis) gets ENOSPC once only
+        # root's reserve is left, as the app's user does.
+        own_user_full = t.uid > 0 and is_reserved_only(mount)
+        if is_full(mount) or own_user_full or mount.readonly or mount.stats.readonly:
             v.full = True
             v.reasons["full"] = (f"{path} is on {mount.mount_point}, "
-                                 + ("mounted read-only" if mount.readonly or mount.stats.readonly else f"full ({free:,} bytes available)"))
+                                 + ("mounted read-only" if mount.readonly or mount.stats.readonly else
+                                    f"full for the server's user ({free:,} bytes available, the rest is root's reserve)"
+                                    if own_user_full else f"full ({free:,} bytes available)"))
         else:
             v.full = False
             v.reasons["full"] = f"{path} is on {mount.mount_point} with {free:,} bytes available"

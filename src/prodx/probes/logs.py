@@ -36,6 +36,13 @@ _KERNEL_DEVICE = re.compile(
     r"|journal on device ([\w.]+?)(?:-\d+)?[.\s]"  # Aborting journal on device sdb1-8.
 )
 _DMESG_STAMP = re.compile(r"^\[\s*(\d+)\.\d+\]")
+#: The block device of a device-level error line ("I/O error, dev loop3, sector 8",
+#: "Buffer I/O error on dev sdb1, logical block 9").
+_IO_DEVICE = re.compile(r"I/O error,? (?:on )?dev ([\w.-]+)|I/O error on (?:dev|device) ([\w.-]+)"
+                        r"|JBD2: .* for ([\w.]+?)-\d+\.?\s*$")  # JBD2: I/O error when updating journal superblock for loop0-8.
+#: A device put to a new use: a loop device attached to an image, a filesystem mounted.
+_DEVICE_FRESH = re.compile(r"\b(loop\d+): detected capacity change from 0 to|EXT4-fs \(([\w.-]+)\): mounted filesystem"
+                           r"|XFS \(([\w.-]+)\): Mounting")
 
 
 def matcher(ctx: ProbeContext) -> Any:
@@ -289,10 +296,11 @@ class KernelLogProbe(Probe):
         sigs = [s for s in ctx.kb.signatures if s["finding"] in self.findings]
         compiled = [(s, re.compile(s["pattern"], re.I if s.get("ignore_case") else 0)) for s in sigs]
         mounted = _mounted_devices(ctx)
+        fresh = _last_fresh_use(lines)
         hits: dict[str, list[str]] = {}
-        for line in lines:
+        for i, line in enumerate(lines):
             for sig, rx in compiled:
-                if rx.search(line) and _about_current_mount(sig["finding"], line, mounted):
+                if rx.search(line) and _about_current_mount(sig["finding"], line, mounted) and not _superseded(i, line, fresh, mounted):
                     hits.setdefault(sig["finding"], []).append(line.strip())
                     break
         from prodx.redact import redact
@@ -343,6 +351,45 @@ def _mounted_devices(ctx: ProbeContext) -> dict[str, bool] | None:
         name = m.source.rsplit("/", 1)[-1]
         out[name] = out.get(name, True) and m.readonly
     return out
+
+
+def _last_fresh_use(lines: list[str]) -> dict[str, int]:
+    """Device name → index of the last line that shows it put to a new use (attached, mounted)."""
+    out = {}
+    for i, line in enumerate(lines):
+        m = _DEVICE_FRESH.search(line)
+        if m:
+            out[next(g for g in m.groups() if g)] = i
+    return out
+
+
+def _same_disk(a: str, b: str) -> bool:
+    """Whether two kernel device names are one disk or a disk and its partition.
+
+    >>> [_same_disk("sdb", "sdb1"), _same_disk("loop1", "loop1p2"), _same_disk("loop1", "loop10"), _same_disk("sda", "sdb")]
+    [True, True, False, False]
+    """
+    short, long_ = sorted((a, b), key=len)
+    if short == long_:
+        return True
+    rest = long_[len(short):] if long_.startswith(short) else ""
+    return bool(re.fullmatch(r"p\d+" if short[-1].isdigit() else r"\d+", rest))
+
+
+def _superseded(i: int, line: str, fresh: dict[str, int], mounted: dict[str, bool] | None) -> bool:
+    """Whether a kernel line about a device is older than that device's present use: the
+    device (or its disk) was attached or mounted afresh after it, or it is a loop device
+    mounted nowhere now. Loop devices and partitions are reused (another image, a replaced
+    disk); their old errors say nothing about what they hold today."""
+    m = _IO_DEVICE.search(line) or _KERNEL_DEVICE.search(line)
+    name = next((g for g in m.groups() if g), None) if m else None
+    if name is None:
+        return False
+    if any(j > i and _same_disk(name, dev) for dev, j in fresh.items()):
+        return True
+    if name.startswith("loop") and mounted is not None:
+        return not any(_same_disk(name, dev) for dev in mounted)
+    return False
 
 
 def _about_current_mount(finding: str, line: str, mounted: dict[str, bool] | None) -> bool:

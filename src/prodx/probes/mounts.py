@@ -11,7 +11,7 @@ and ``/etc/fstab`` for how each filesystem was meant to be mounted. Pseudo files
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from prodx.host.base import FsStats
 from prodx.probes.base import ProbeContext
@@ -38,10 +38,13 @@ class Mount:
     options: frozenset[str]
     device: str  # major:minor
     stats: FsStats | None = None
+    #: The superblock's options (mountinfo's last field): an error remount sets "ro" there,
+    #: and ext4 on Linux >= 6.x marks a filesystem it stopped after errors "emergency_ro".
+    super_options: frozenset[str] = frozenset()
 
     @property
     def readonly(self) -> bool:
-        return "ro" in self.options
+        return "ro" in self.options or bool({"ro", "emergency_ro"} & self.super_options)
 
     def describe(self) -> str:
         return f"{self.mount_point} ({self.fstype} on {self.source})"
@@ -55,9 +58,10 @@ def _unescape(field: str) -> str:
 def parse_mountinfo(text: str) -> list[Mount]:
     """Every mount listed in a mountinfo text, in kernel order.
 
-    >>> m = parse_mountinfo("36 25 8:1 / /var rw,relatime shared:1 - ext4 /dev/sda1 rw,errors=remount-ro")
-    >>> (m[0].mount_point, m[0].fstype, m[0].device, m[0].readonly)
-    ('/var', 'ext4', '8:1', False)
+    >>> m = parse_mountinfo("36 25 8:1 / /var rw,relatime shared:1 - ext4 /dev/sda1 rw,errors=remount-ro\\n"
+    ...                     "37 25 7:0 / /srv rw,relatime - ext4 /dev/loop0 rw,emergency_ro")
+    >>> [(x.mount_point, x.fstype, x.device, x.readonly) for x in m]
+    [('/var', 'ext4', '8:1', False), ('/srv', 'ext4', '7:0', True)]
     """
     mounts = []
     for line in text.splitlines():
@@ -75,6 +79,7 @@ def parse_mountinfo(text: str) -> list[Mount]:
                 fstype=tail[0],
                 options=frozenset(options),
                 device=fields[2],
+                super_options=frozenset(tail[2].split(",")) if len(tail) > 2 else frozenset(),
             )
         )
     return mounts
@@ -132,7 +137,7 @@ def measured_mounts(ctx: ProbeContext) -> list[Mount]:
         table = parse_mountinfo(ctx.host.read_text("/proc/self/mountinfo"))
         wanted = relevant(table, ctx.target.writable + ctx.target.logs)
         stats = ctx.host.statvfs_many([m.mount_point for m in wanted], STATVFS_BOUND_S)
-        return [Mount(m.mount_point, m.source, m.fstype, m.options, m.device, s) for m, s in zip(wanted, stats)]
+        return [replace(m, stats=s) for m, s in zip(wanted, stats)]
 
     return ctx.fact("mounts", compute)
 

@@ -7,9 +7,13 @@ Reads (through the host):
   each process's ``/proc/PID/fd`` links (``socket:[40417]``) to know who holds a socket;
 - nginx configs (those discovery read from each running master's ``-p``/``-c``, else
   ``/etc/nginx/nginx.conf`` and its includes) for the ports it must listen on;
-- ``/etc/resolv.conf`` (nameservers, search domains);
+- ``/etc/resolv.conf`` (nameservers, search domains), and the one the app's processes see
+  through ``/proc/PID/root/etc/resolv.conf`` when it differs (a container, ``ip netns exec``);
 - ``/proc/sys/net/netfilter/nf_conntrack_{count,max}``, ``/proc/net/stat/nf_conntrack``,
   ``/proc/sys/net/ipv4/ip_local_port_range``, ``/proc/net/netstat`` (sampled twice);
+- for the app's processes in another network namespace (``/proc/PID/ns/net``): their
+  namespace's sockets (``/proc/PID/net/tcp{,6}``) and port range (``nsenter --net`` reading
+  ``/proc/sys/net/ipv4/ip_local_port_range`` there; root only);
 - observations recorded through ``host.observe``: ``tcp_connect`` [host, port],
   ``resolve`` [name], ``dns_query`` [server, name].
 
@@ -70,6 +74,43 @@ _DB_PROCESSES = {"postgres": ("postgres", "postmaster"), "postgresql": ("postgre
 
 
 # ---- shared facts ---------------------------------------------------------------------------
+
+def app_processes(ctx: ProbeContext) -> list[ProcessInfo]:
+    """One process per running service of the app: the masters discovery found, then the
+    first process named like each of the profile's services."""
+
+    def compute() -> list[ProcessInfo]:
+        from prodx.discovery import discover
+
+        procs = {p.pid: p for p in ctx.processes()}
+        found = ctx.fact("discovery", lambda: discover(ctx.host))
+        out = [procs[s.pid] for s in found.services if s.pid in procs]
+        for name in ctx.target.services:
+            match = next((p for p in procs.values() if name_matches(p, name)), None)
+            if match is not None and match not in out:
+                out.append(match)
+        return out
+
+    return ctx.fact("net.app_processes", compute)
+
+
+def app_netns(ctx: ProbeContext) -> list[tuple[str, ProcessInfo]]:
+    """(namespace, one process of the app in it) for each network namespace of the app's
+    processes other than the one this host's /proc/net shows; empty when they share it or
+    the links cannot be read (they need root for other users' processes)."""
+    try:
+        mine = ctx.host.readlink("/proc/self/ns/net")
+    except OSError:
+        return []
+    out: dict[str, ProcessInfo] = {}
+    for proc in app_processes(ctx):
+        try:
+            ns = ctx.host.readlink(f"/proc/{proc.pid}/ns/net")
+        except OSError:
+            continue
+        if ns != mine:
+            out.setdefault(ns, proc)
+    return list(out.items())
 
 def tcp_sockets(ctx: ProbeContext) -> list[TcpSocket]:
     """Every TCP socket of the host's network namespace (IPv4 then IPv6)."""
@@ -232,7 +273,7 @@ def reach(ctx: ProbeContext, host: str, port: int) -> dict[str, Any]:
 
 # ---- listening sockets and port conflicts ------------------------------------------------------
 
-def _nginx_config_files(ctx: ProbeContext) -> list[str]:
+def nginx_config_files(ctx: ProbeContext) -> list[str]:
     """The config files of the running nginx masters (discovery read them from each one's
     ``-p``/``-c``), else /etc/nginx/nginx.conf and the files its ``include`` directives
     name, at most 200."""
@@ -348,7 +389,14 @@ class NetListenersProbe(Probe):
             yield unknown(fid, "no expected services known: list them in the profile ([app] services)")
             return
         tcp_by_inode = {s.inode: s for s in sockets if s.state == "LISTEN" and s.inode}
-        unix = unix_listeners(ctx)
+        unix = dict(unix_listeners(ctx))
+        # Servers in a network namespace of their own listen there (socket inodes are global).
+        for _ns, proc in app_netns(ctx):
+            tcp_by_inode |= {s.inode: s for s in _netns_sockets(ctx, proc.pid) if s.state == "LISTEN" and s.inode}
+            try:
+                unix |= parse_proc_net_unix_listening(ctx.host.read_text(f"/proc/{proc.pid}/net/unix", 64 << 20))
+            except OSError:
+                pass
         silent, listening, undecided = [], {}, []
         for service in services:
             running = [p for p in procs if name_matches(p, service)]
@@ -382,7 +430,7 @@ class NetListenersProbe(Probe):
     def _conflicts(self, ctx: ProbeContext, sockets: list[TcpSocket], owners: SocketOwners, partial: str) -> Iterable[Finding]:
         fid = "net.port_conflict"
         wanted: list[dict[str, Any]] = []  # {"host", "port", "by": [process names allowed], "why"}
-        for path in _nginx_config_files(ctx):
+        for path in nginx_config_files(ctx):
             try:
                 ports = parse_nginx_listen(ctx.host.read_text(path, 1 << 20))
             except OSError:
@@ -517,12 +565,15 @@ class NetDnsProbe(Probe):
         names += [d.address[0] for d in ctx.target.dependencies]
         names = [n for n in dict.fromkeys(names) if n and not _is_ip(n) and not is_local(n)]
         try:
-            conf = parse_resolv_conf(ctx.host.read_text("/etc/resolv.conf"))
+            host_text = ctx.host.read_text("/etc/resolv.conf")
+            conf = parse_resolv_conf(host_text)
         except OSError:
-            conf = None
+            host_text, conf = "", None
         servers = list(conf.nameservers[:3]) if conf else []
         probe_name = conf.search[0] if conf and conf.search else "."
-        if not names and not servers:
+        apps = _app_resolvers(ctx, host_text)
+        app_servers = [s for a in apps for s in a["asked"] if s not in servers]
+        if not names and not servers and not app_servers:
             yield unknown(fid, "no names to resolve (no URLs or dependencies in the profile) and no nameserver in /etc/resolv.conf")
             return
         results: dict[str, Any] = {}
@@ -534,7 +585,7 @@ class NetDnsProbe(Probe):
             results[f"@{server}"] = ctx.host.observe("dns_query", [server, probe_name], lambda: _dns_query(server, probe_name))
 
         threads = [threading.Thread(target=lookup, args=(n,), daemon=True) for n in names]
-        threads += [threading.Thread(target=ask, args=(s,), daemon=True) for s in servers]
+        threads += [threading.Thread(target=ask, args=(s,), daemon=True) for s in [*servers, *app_servers]]
         for t in threads:
             t.start()
         end = time.monotonic() + RESOLVE_TIMEOUT_S + 0.3
@@ -542,12 +593,18 @@ class NetDnsProbe(Probe):
             t.join(max(0.0, end - time.monotonic()))
         failed_names = {n: results[n] for n in names if n in results and "error" in results[n]}
         server_answers = {s: results.get(f"@{s}", {"error": "timeout"}) for s in servers}
-        dead = {s: r for s, r in server_answers.items() if "error" in r or r.get("rcode") in _BAD_RCODES}
+        dead = {s: r for s, r in server_answers.items() if _dead(r)}
         evidence = {"names": {n: results.get(n) for n in names}, "nameservers": server_answers, "asked_for": probe_name}
         problems = [f"{n}: {r['error']} ({r.get('detail', '')})" for n, r in failed_names.items()]
         if servers and len(dead) == len(servers):
-            problems.append("no nameserver answers: " + ", ".join(
-                f"{s} {r.get('error') or _BAD_RCODES[r['rcode']]}" for s, r in dead.items()))
+            problems.append("no nameserver answers: " + ", ".join(f"{s} {_why(r)}" for s, r in dead.items()))
+        for a in apps:
+            a["answers"] = {s: results.get(f"@{s}", {"error": "timeout"}) for s in a["asked"]}
+            if a["asked"] and all(_dead(r) for r in a["answers"].values()):
+                problems.append(f"no nameserver of the resolv.conf {a['who']} uses answers: "
+                                + ", ".join(f"{s} {_why(r)}" for s, r in a["answers"].items()))
+        if apps:
+            evidence["app_resolvers"] = apps
         if problems:
             yield present(fid, "; ".join(problems), **evidence)
         elif len([n for n in names if n in results]) < len(names):
@@ -555,13 +612,85 @@ class NetDnsProbe(Probe):
         else:
             what = [f"{len(names)} name(s) resolve"] if names else []
             what += [f"{len(servers) - len(dead)} of {len(servers)} nameserver(s) answer"] if servers else []
+            what += [f"the nameservers {a['who']} uses answer" for a in apps if a["asked"]]
             yield absent(fid, ", ".join(what), **evidence)
+
+
+def _dead(answer: dict[str, Any]) -> bool:
+    return "error" in answer or answer.get("rcode") in _BAD_RCODES
+
+
+def _why(answer: dict[str, Any]) -> str:
+    return answer.get("error") or _BAD_RCODES[answer["rcode"]]
+
+
+def _app_resolvers(ctx: ProbeContext, host_text: str) -> list[dict[str, Any]]:
+    """The resolver configs of the app's processes that differ from this host's
+    /etc/resolv.conf (read through /proc/PID/root), with the nameservers to ask from here.
+    Hazard: a loopback nameserver of another network namespace (Docker's 127.0.0.11) is not
+    the one this host's loopback reaches, so it is listed but not asked."""
+    out: list[dict[str, Any]] = []
+    seen = {host_text}
+    netns = {proc.pid for _ns, proc in app_netns(ctx)}
+    for proc in app_processes(ctx):
+        try:
+            text = ctx.host.read_text(f"/proc/{proc.pid}/root/etc/resolv.conf")
+        except OSError:
+            continue
+        if text in seen:
+            continue
+        seen.add(text)
+        conf = parse_resolv_conf(text)
+        own_net = proc.pid in netns
+        asked = [s for s in conf.nameservers[:3] if not (own_net and _is_loopback(s))]
+        out.append({"who": f"{proc.name} (pid {proc.pid})", "nameservers": list(conf.nameservers), "asked": asked})
+    return out
+
+
+def _is_loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
 
 
 # ---- kernel connection tables ------------------------------------------------------------------
 
 def _read_int(ctx: ProbeContext, path: str) -> int:
     return int(ctx.host.read_text(path).split()[0])
+
+
+def _port_use(where: str, sockets: list[TcpSocket], port_range: tuple[int, int]) -> dict[str, Any]:
+    """Local ports of ``port_range`` in use per destination, and TIME_WAIT, in one namespace."""
+    lo, hi = port_range
+    outgoing = Counter((s.local_ip, s.remote_ip, s.remote_port) for s in sockets
+                       if s.state not in ("LISTEN", "CLOSE") and lo <= s.local_port <= hi)
+    tw = Counter((s.remote_ip, s.remote_port) for s in sockets if s.state == "TIME_WAIT")
+    top = [{"local": k[0], "destination": f"{k[1]}:{k[2]}", "ports_in_use": n} for k, n in outgoing.most_common(3)]
+    tw_top = [{"destination": f"{k[0]}:{k[1]}", "time_wait": n} for k, n in tw.most_common(3)]
+    return {"where": where, "port_range": [lo, hi], "range_size": hi - lo + 1, "top_destinations": top,
+            "worst": top[0]["ports_in_use"] if top else 0, "tw_total": sum(tw.values()), "tw_top": tw_top,
+            "tw_worst": tw_top[0]["time_wait"] if tw_top else 0}
+
+
+def _netns_sockets(ctx: ProbeContext, pid: int) -> list[TcpSocket]:
+    """Every TCP socket of ``pid``'s network namespace (/proc/PID/net/tcp and tcp6)."""
+    out: list[TcpSocket] = []
+    for name in ("tcp", "tcp6"):
+        try:
+            out += parse_proc_net_tcp(ctx.host.read_text(f"/proc/{pid}/net/{name}", 16 << 20))
+        except FileNotFoundError:
+            continue
+    return out
+
+
+def _netns_port_range(ctx: ProbeContext, pid: int) -> tuple[int, int]:
+    """ip_local_port_range inside ``pid``'s network namespace: /proc/sys shows the reader's
+    namespace only, so nsenter reads it there (root only; reads, changes nothing)."""
+    r = ctx.host.run(["nsenter", f"--net=/proc/{pid}/ns/net", "cat", "/proc/sys/net/ipv4/ip_local_port_range"], 1.0)
+    if r.returncode != 0:
+        raise OSError(f"nsenter could not read its ip_local_port_range: {(r.stderr or r.error or 'no answer').strip()[:200]}")
+    return parse_port_range(r.stdout)
 
 
 class NetTablesProbe(Probe):
@@ -631,34 +760,43 @@ class NetTablesProbe(Probe):
     @staticmethod
     def _ports(ctx: ProbeContext, sockets: list[TcpSocket]) -> Iterable[Finding]:
         try:
-            lo, hi = parse_port_range(ctx.host.read_text("/proc/sys/net/ipv4/ip_local_port_range"))
+            spaces = [_port_use("this host", sockets, parse_port_range(ctx.host.read_text("/proc/sys/net/ipv4/ip_local_port_range")))]
         except (OSError, ValueError) as exc:
             reason = f"cannot read /proc/sys/net/ipv4/ip_local_port_range: {exc}"
             yield unknown("net.ephemeral_ports_exhausted", reason)
             yield unknown("net.time_wait_high", reason)
             return
-        size = hi - lo + 1
-        outgoing = Counter((s.local_ip, s.remote_ip, s.remote_port) for s in sockets
-                           if s.state not in ("LISTEN", "CLOSE") and lo <= s.local_port <= hi)
-        tw = Counter((s.remote_ip, s.remote_port) for s in sockets if s.state == "TIME_WAIT")
-        top = [{"local": k[0], "destination": f"{k[1]}:{k[2]}", "ports_in_use": n} for k, n in outgoing.most_common(3)]
-        worst = top[0]["ports_in_use"] if top else 0
-        evidence = {"port_range": [lo, hi], "range_size": size, "top_destinations": top}
-        if worst >= FULL_FRACTION * size:
+        unread = []
+        for _ns, proc in app_netns(ctx):
+            where = f"the network namespace of {proc.name} (pid {proc.pid})"
+            try:
+                spaces.append(_port_use(where, _netns_sockets(ctx, proc.pid), _netns_port_range(ctx, proc.pid)))
+            except (OSError, ValueError) as exc:
+                unread.append(f"{where}: {exc}")
+        extra = {"unread_namespaces": unread} if unread else {}
+        exhausted = [u for u in spaces if u["worst"] >= FULL_FRACTION * u["range_size"]]
+        worst = max(exhausted or spaces, key=lambda u: u["worst"] / u["range_size"])
+        evidence = {k: worst[k] for k in ("port_range", "range_size", "top_destinations")} | {
+            "namespace": worst["where"], "namespaces": [u["where"] for u in spaces], **extra}
+        if exhausted:
+            top = worst["top_destinations"][0]
             yield present("net.ephemeral_ports_exhausted",
-                          f"{worst:,} of {size:,} local ports in use toward {top[0]['destination']}", **evidence)
+                          f"{worst['worst']:,} of {worst['range_size']:,} local ports in use toward {top['destination']}"
+                          + ("" if worst["where"] == "this host" else f" in {worst['where']}"), **evidence)
         else:
             yield absent("net.ephemeral_ports_exhausted",
-                         f"at most {worst:,} of {size:,} local ports in use toward one destination", **evidence)
-        total = sum(tw.values())
-        tw_top = [{"destination": f"{k[0]}:{k[1]}", "time_wait": n} for k, n in tw.most_common(3)]
-        tw_worst = tw_top[0]["time_wait"] if tw_top else 0
-        tw_evidence = {"time_wait_total": total, "top_destinations": tw_top, "range_size": size}
-        if tw_worst >= TIME_WAIT_SHARE * size or total >= TIME_WAIT_TOTAL:
-            yield present("net.time_wait_high", f"{total:,} sockets in TIME_WAIT, {tw_worst:,} toward {tw_top[0]['destination']}",
+                         f"at most {worst['worst']:,} of {worst['range_size']:,} local ports in use toward one destination",
+                         **evidence)
+        high = [u for u in spaces if u["tw_worst"] >= TIME_WAIT_SHARE * u["range_size"] or u["tw_total"] >= TIME_WAIT_TOTAL]
+        tw = max(high or spaces, key=lambda u: u["tw_worst"] / u["range_size"])
+        tw_evidence = {"time_wait_total": tw["tw_total"], "top_destinations": tw["tw_top"], "range_size": tw["range_size"],
+                       "namespace": tw["where"], **extra}
+        if high:
+            yield present("net.time_wait_high", f"{tw['tw_total']:,} sockets in TIME_WAIT, {tw['tw_worst']:,} toward "
+                          f"{tw['tw_top'][0]['destination']}" + ("" if tw["where"] == "this host" else f" in {tw['where']}"),
                           **tw_evidence)
         else:
-            yield absent("net.time_wait_high", f"{total:,} sockets in TIME_WAIT", **tw_evidence)
+            yield absent("net.time_wait_high", f"{tw['tw_total']:,} sockets in TIME_WAIT", **tw_evidence)
 
     @staticmethod
     def _overflows(sockets: list[TcpSocket], before: dict[str, int] | None, after: dict[str, int] | None) -> Iterable[Finding]:

@@ -13,8 +13,10 @@ Reads:
   running servers were started with (discovery: ``nginx -c``, ``apache2 -f``, a database's
   own config) and in /etc/nginx (nginx.conf, conf.d/*.conf, sites-enabled/*),
   /etc/apache2/sites-enabled/* and /etc/httpd/conf.d/*.conf, e.g.
-  ``ssl_certificate /etc/letsencrypt/live/shop/fullchain.pem;``; and the TLS listeners of
-  those configs (``listen 443 ssl`` with its ``server_name``) as endpoints.
+  ``ssl_certificate /etc/letsencrypt/live/shop/fullchain.pem;``, with the ``server_name`` of
+  the nginx server block that names each (a file whose certificate covers none of its
+  server's names is a name mismatch); and the TLS listeners of those configs (``listen 443
+  ssl`` with its ``server_name``) as endpoints.
 - this host's CA bundle (/etc/ssl/certs/ca-certificates.crt), to tell a leaf signed directly
   by a trusted root from one whose intermediate is missing.
 
@@ -175,6 +177,30 @@ def _is_ip(text: str) -> bool:
         return False
 
 
+def nginx_cert_sites(text: str) -> dict[str, list[str]]:
+    """Certificate file → the ``server_name`` names of the nginx server blocks that serve it
+    (catch-all ``_``, regexes and blocks without names left out; comments ignored).
+
+    >>> nginx_cert_sites('server { listen 443 ssl; server_name shop.example.com www.shop.example.com;\\n'
+    ...                  '  ssl_certificate /etc/ssl/shop.pem; }\\nserver { server_name _; ssl_certificate /etc/ssl/x.pem; }')
+    {'/etc/ssl/shop.pem': ['shop.example.com', 'www.shop.example.com']}
+    """
+    text = "\n".join(line.split("#", 1)[0] for line in text.splitlines())
+    out: dict[str, list[str]] = {}
+    for m in re.finditer(r"\bserver\s*\{", text):
+        depth, i = 1, m.end()
+        while depth and i < len(text):
+            depth += {"{": 1, "}": -1}.get(text[i], 0)
+            i += 1
+        block = text[m.end():i]
+        names = [n for d in re.findall(r"(?:^|[;{}\s])server_name\s+([^;]+);", block) for n in d.split()
+                 if n != "_" and not n.startswith("~") and "$" not in n]
+        for _directive, path in config_cert_paths(block, "nginx"):
+            if names:
+                out.setdefault(path, []).extend(n for n in names if n not in out.get(path, []))
+    return out
+
+
 def config_cert_paths(text: str, kind: str) -> list[tuple[str, str]]:
     """(directive, path) of the certificate files a web server config names; paths holding
     variables (``$ssl_server_name``) are skipped, comments ignored.
@@ -195,6 +221,17 @@ def config_cert_paths(text: str, kind: str) -> list[tuple[str, str]]:
             if "$" not in m.group(2):
                 out.append((m.group(1), m.group(2)))
     return out
+
+
+def _web_configs(ctx: ProbeContext, patterns: tuple[str, ...], nginx: bool = False) -> list[str]:
+    """The config files matching ``patterns``, and for nginx also the config a running master
+    was started with (``-c``) and its includes."""
+    found = [conf for pattern in patterns for conf in ctx.host.glob(pattern)]
+    if nginx:
+        from prodx.probes.network import nginx_config_files
+
+        found += nginx_config_files(ctx)
+    return list(dict.fromkeys(found))
 
 
 @dataclass
@@ -248,8 +285,8 @@ class TlsCertificatesProbe(Probe):
                 endpoints.append((check.endpoint, name, int(port), sni))
         files: dict[str, str] = {c.file: "profile" for c in ctx.target.tls if c.file}
         chain_files: dict[str, str] = {}
+        sites: dict[str, list[str]] = {}
         # A second pass examines what the first pass's findings named, nothing more.
-        config_globs = () if ctx.target.second_pass else ((NGINX_CONFIGS, "nginx"), (APACHE_CONFIGS, "apache"))
         if not ctx.target.second_pass:
             found = ctx.discovery()
             known = {e[0] for e in endpoints}
@@ -261,20 +298,24 @@ class TlsCertificatesProbe(Probe):
                 files.setdefault(path, why)
             for path, why in found.chain_files:
                 chain_files.setdefault(path, why)
-        for pattern_list, kind in config_globs:
-            for pattern in pattern_list:
-                for conf in host.glob(pattern):
-                    try:
-                        text = host.read_text(conf, 256 * 1024)
-                    except OSError:
-                        continue
-                    for directive, path in config_cert_paths(text, kind):
-                        if not path.startswith("/"):
-                            path = "/etc/nginx/" + path if kind == "nginx" else "/etc/apache2/" + path
-                        if directive.lower() == "sslcertificatechainfile":
-                            chain_files.setdefault(path, conf)
-                        else:
-                            files.setdefault(path, conf)
+        config_sources = () if ctx.target.second_pass else (
+            (_web_configs(ctx, NGINX_CONFIGS, nginx=True), "nginx"), (_web_configs(ctx, APACHE_CONFIGS), "apache"))
+        for confs, kind in config_sources:
+            for conf in confs:
+                try:
+                    text = host.read_text(conf, 256 * 1024)
+                except OSError:
+                    continue
+                if kind == "nginx":
+                    for path, names in nginx_cert_sites(text).items():
+                        sites.setdefault(path if path.startswith("/") else "/etc/nginx/" + path, names)
+                for directive, path in config_cert_paths(text, kind):
+                    if not path.startswith("/"):
+                        path = "/etc/nginx/" + path if kind == "nginx" else "/etc/apache2/" + path
+                    if directive.lower() == "sslcertificatechainfile":
+                        chain_files.setdefault(path, conf)
+                    else:
+                        files.setdefault(path, conf)
 
         def shake(ep: tuple[str, str, int, str]) -> dict[str, Any]:
             _label, name, port, sni = ep
@@ -386,14 +427,19 @@ class TlsCertificatesProbe(Probe):
 
         mismatched = [{"where": s.endpoint, "asked": s.sni, "names": list(s.chain[0].names)}
                       for s in served if s.sni and not name_matches(s.sni, s.chain[0].names)]
-        named = [s for s in served if s.sni]
+        # A file the config serves for names its certificate covers none of.
+        mismatched += [{"where": d.path, "asked": sites[d.path][0], "names": list(d.chain[0].names),
+                        "server_names": sites[d.path]}
+                       for d in disk if sites.get(d.path) and not d.chain[0].self_signed
+                       and not any(name_matches(n, d.chain[0].names) for n in sites[d.path])]
+        named = [s for s in served if s.sni] + [d for d in disk if sites.get(d.path)]
         if mismatched:
             m0 = mismatched[0]
             yield present("tls.name_mismatch", f"{m0['where']} serves a certificate for {', '.join(m0['names'][:3])}, "
                           f"not {m0['asked']}", mismatched=mismatched)
         elif named:
             yield absent("tls.name_mismatch", "every served certificate covers its name",
-                         examined=[s.endpoint for s in named])
+                         examined=[getattr(s, "endpoint", None) or getattr(s, "path", "") for s in named])
         else:
             yield unknown("tls.name_mismatch", "no endpoint with a host name was examined (an IP address needs "
                           "server_name in the profile's [[tls]])")

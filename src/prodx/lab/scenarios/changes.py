@@ -1,5 +1,6 @@
-"""Changes that break a working site: a config edit nginx cannot parse, and a dependency
-update the app's code no longer fits. Both on a real nginx + PHP-FPM (prodx.lab.webstack).
+"""Changes that break a working site: a config edit nginx cannot parse, a dependency update
+the app's code no longer fits, and a deploy of broken code. All on a real nginx + PHP-FPM
+(prodx.lab.webstack); the healthy system is days old (the lab backdates it), the change new.
 
 What is real and what is simulated:
 
@@ -12,23 +13,25 @@ What is real and what is simulated:
   composer.lock and vendor/composer/installed.json) because there is no composer nor network
   here. Everything after it is real: requests through nginx run the code, PHP logs
   "Call to undefined method" fatal errors and the page answers 500.
+- ``bad-deploy``: all real. The team's repository is a bare git repository in the sandbox; a
+  commit of the app's own code (a method gains an argument, its caller is missed) is pushed
+  there and deployed by ``git pull --ff-only`` in the checkout, as the app's user. PHP logs
+  "Too few arguments" (ArgumentCountError) fatal errors; composer.lock and vendor/ stay as
+  they were.
 """
 
 from __future__ import annotations
 
 import http.client
 import json
-import os
 import time
 from pathlib import Path
 
 from prodx.lab.framework import Needs, Scenario, profile_toml
-from prodx.lab.sandbox import LabError, Sandbox, run_argv
+from prodx.lab.sandbox import LabError, Sandbox
 from prodx.lab.webstack import WebStack, webstack_unmet
 
 _USER_COMMANDS = (("useradd", "passwd"), ("userdel", "passwd"))
-#: How long ago the healthy app was deployed: older than the 48 h the changes probe looks at.
-_DEPLOYED_AGO_S = 6 * 86400
 
 
 def _get(port: int, path: str) -> tuple[int, str]:
@@ -116,7 +119,23 @@ spl_autoload_register(function ($class) {
 """
 _PAGE = """<?php
 require __DIR__ . '/../vendor/autoload.php';
-echo (new Acme\\Greeter())->greet('shop') . "\\n";
+require __DIR__ . '/../src/Price.php';
+echo (new Acme\\Greeter())->greet('shop') . ', today ' . App\\Price::format(1999) . "\\n";
+"""
+_PRICE_V1 = """<?php
+namespace App;
+final class Price {
+    public static function format(int $cents): string { return sprintf('%d.%02d EUR', intdiv($cents, 100), $cents % 100); }
+}
+"""
+#: Release 1.9 adds a currency argument and misses the caller in public/shop.php.
+_PRICE_V2 = """<?php
+namespace App;
+final class Price {
+    public static function format(int $cents, string $currency): string {
+        return sprintf('%d.%02d %s', intdiv($cents, 100), $cents % 100, $currency);
+    }
+}
 """
 
 
@@ -124,7 +143,53 @@ def _lock(version: str) -> str:
     return json.dumps({"packages": [{"name": "acme/greeter", "version": version}], "content-hash": version}, indent=4) + "\n"
 
 
-class DependencyRegression(_WebApp):
+class _ShopApp(_WebApp):
+    """The shop: a git checkout of the app's own code (public/, src/) with a vendored
+    library (acme/greeter 1.0, composer.lock), deployed days ago, behind nginx + PHP-FPM."""
+
+    needs = Needs(commands=(*_USER_COMMANDS, ("git", "git")), kernel=(), check=webstack_unmet)
+
+    def setup(self, sb: Sandbox) -> None:
+        self.start_stack(sb)
+        u, app = self.user, self.app
+        for d in ("bin", "src", "vendor/acme/greeter/src", "vendor/composer"):
+            sb.mkdirs(app / d, owner=u)
+        sb.write_text(app / "bin/console", "#!/usr/bin/env php\n<?php // Symfony-style entry point\n", owner=u)
+        sb.write_text(app / "vendor/acme/greeter/src/Greeter.php", _GREETER_V1, owner=u)
+        sb.write_text(app / "vendor/autoload.php", _AUTOLOAD, owner=u)
+        sb.write_text(app / "vendor/composer/installed.json", _lock("1.0.0"), owner=u)
+        sb.write_text(app / "composer.lock", _lock("1.0.0"), owner=u)
+        sb.write_text(app / "src/Price.php", _PRICE_V1, owner=u)
+        sb.write_text(app / "public/shop.php", _PAGE, owner=u)
+        sb.write_text(app / ".gitignore", "/vendor/\n/var/\n", owner=u)
+        for argv in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-q", "-m", "Release 1.8"]):
+            sb.git(app, *argv, user=u)
+        status, body = _get(self.web.port, "/shop.php")
+        if status != 200 or "Hello, shop, today 19.99 EUR" not in body:
+            raise LabError(f"the healthy shop page answers {status}: {body[:200]!r}; see {self.web.logs}")
+        self.injected.append(f"shop page http://127.0.0.1:{self.web.port}/shop.php answered 200 "
+                             "with acme/greeter 1.0 (git checkout committed 6 days ago)")
+
+    def wait_broken(self, marker: str) -> None:
+        """Wait until the shop page answers 500 three times and PHP logged ``marker``."""
+        # OPcache checks a script's mtime at most every opcache.revalidate_freq (2 s by default)
+        # per worker: the old code runs a little longer, as on a real host.
+        deadline = time.monotonic() + 15
+        codes: list[int] = []
+        while time.monotonic() < deadline and codes[-3:] != [500, 500, 500]:
+            time.sleep(0.5)
+            codes.append(_get(self.web.port, "/shop.php")[0])
+        if codes[-3:] != [500, 500, 500]:
+            raise LabError(f"the shop page did not break: {codes}")
+        errors = [line for line in Path(self.web.php_error_log).read_text(errors="replace").splitlines()
+                  if marker in line]
+        if not errors:
+            raise LabError(f"PHP logged no {marker!r} in {self.web.php_error_log}")
+        self.injected.append(f"the shop page now answers {codes[-3:]}; PHP logged {len(errors)} fatal error(s): "
+                             f"{errors[0][:160]}")
+
+
+class DependencyRegression(_ShopApp):
     name = "dependency-regression"
     condition = "dependency-regression"
     description = ("the shop app (a git checkout deployed 6 days ago) uses acme/greeter 1.0; an update brings "
@@ -135,35 +200,6 @@ class DependencyRegression(_WebApp):
         "the PHP error log says 'Call to undefined method Acme\\Greeter::greet()'",
         "nobody deployed new code",
     )
-    needs = Needs(commands=(*_USER_COMMANDS, ("git", "git")), kernel=(), check=webstack_unmet)
-
-    def setup(self, sb: Sandbox) -> None:
-        self.start_stack(sb)
-        u, app = self.user, self.app
-        for d in ("bin", "vendor/acme/greeter/src", "vendor/composer"):
-            sb.mkdirs(app / d, owner=u)
-        sb.write_text(app / "bin/console", "#!/usr/bin/env php\n<?php // Symfony-style entry point\n", owner=u)
-        sb.write_text(app / "vendor/acme/greeter/src/Greeter.php", _GREETER_V1, owner=u)
-        sb.write_text(app / "vendor/autoload.php", _AUTOLOAD, owner=u)
-        sb.write_text(app / "vendor/composer/installed.json", _lock("1.0.0"), owner=u)
-        sb.write_text(app / "composer.lock", _lock("1.0.0"), owner=u)
-        sb.write_text(app / "public/shop.php", _PAGE, owner=u)
-        sb.write_text(app / ".gitignore", "/vendor/\n/var/\n")
-        deployed = time.time() - _DEPLOYED_AGO_S
-        env = {"PATH": "/usr/bin:/bin", "HOME": str(sb.root), "GIT_AUTHOR_NAME": "Deploy", "GIT_AUTHOR_EMAIL": "ci@shop",
-               "GIT_COMMITTER_NAME": "Deploy", "GIT_COMMITTER_EMAIL": "ci@shop",
-               "GIT_AUTHOR_DATE": f"@{int(deployed)} +0000", "GIT_COMMITTER_DATE": f"@{int(deployed)} +0000"}
-        # root runs git in a folder the app user owns: git refuses unless told it is safe.
-        git = ["git", "-c", f"safe.directory={app}", "-C", str(app)]
-        for argv in ([*git, "init", "-q"], [*git, "add", "-A"], [*git, "commit", "-q", "-m", "Release 1.8"]):
-            run_argv(argv, env=env, cwd=sb.root)
-        for p in app.rglob("*"):
-            os.utime(p, (deployed, deployed), follow_symlinks=False)
-        status, body = _get(self.web.port, "/shop.php")
-        if status != 200 or "Hello, shop" not in body:
-            raise LabError(f"the healthy shop page answers {status}: {body[:200]!r}; see {self.web.logs}")
-        self.injected.append(f"shop page http://127.0.0.1:{self.web.port}/shop.php answered 200 "
-                             "with acme/greeter 1.0 (git checkout committed 6 days ago)")
 
     def inject(self, sb: Sandbox) -> None:
         u, app = self.user, self.app
@@ -171,18 +207,42 @@ class DependencyRegression(_WebApp):
         sb.write_text(app / "vendor/composer/installed.json", _lock("2.0.0"), owner=u)
         sb.write_text(app / "composer.lock", _lock("2.0.0"), owner=u)
         self.injected.append("simulated `composer update`: acme/greeter 1.0.0 → 2.0.0 (composer.lock, vendor/) just now")
-        # OPcache checks a script's mtime at most every opcache.revalidate_freq (2 s by default)
-        # per worker: the old library runs a little longer, as on a real host.
-        deadline = time.monotonic() + 15
-        codes: list[int] = []
-        while time.monotonic() < deadline and codes[-3:] != [500, 500, 500]:
-            time.sleep(0.5)
-            codes.append(_get(self.web.port, "/shop.php")[0])
-        if codes[-3:] != [500, 500, 500]:
-            raise LabError(f"the shop page did not break: {codes}")
-        codes = codes[-3:]
-        errors = [line for line in Path(self.web.php_error_log).read_text(errors="replace").splitlines()
-                  if "Call to undefined method" in line]
-        if not errors:
-            raise LabError(f"PHP logged no fatal error in {self.web.php_error_log}")
-        self.injected.append(f"the shop page now answers {codes}; PHP logged {len(errors)} fatal error(s): {errors[0][:160]}")
+        self.wait_broken("Call to undefined method")
+
+
+class BadDeploy(_ShopApp):
+    name = "bad-deploy"
+    condition = "bad-deploy"
+    description = ("the shop app is a git checkout deployed 6 days ago; release 1.9 is committed upstream with "
+                   "App\\Price::format() taking a new currency argument but its caller left unchanged, and "
+                   "deployed by `git pull` in place as the app's user: PHP fatal errors (ArgumentCountError) "
+                   "begin at the next request; composer.lock and vendor/ are untouched")
+    symptoms = (
+        "the shop page returns 500 right after the deploy",
+        "the PHP error log says 'Too few arguments to function App\\Price::format()'",
+        "restarting PHP-FPM does not help",
+    )
+
+    def setup(self, sb: Sandbox) -> None:
+        super().setup(sb)
+        # The team's repository, which the server pulls from.
+        self.origin = sb.path("git/shop.git")
+        sb.mkdirs(self.origin.parent, owner=self.user)
+        sb.git(sb.root, "clone", "-q", "--bare", str(self.app), str(self.origin), user=self.user)
+        sb.git(self.app, "remote", "add", "origin", str(self.origin), user=self.user)
+        sb.git(self.app, "fetch", "-q", "origin", user=self.user)
+        sb.git(self.app, "branch", "-q", "--set-upstream-to=origin/main", user=self.user)
+
+    def inject(self, sb: Sandbox) -> None:
+        u = self.user
+        work = sb.path("git/work")
+        sb.git(sb.root, "clone", "-q", str(self.origin), str(work), user=u)
+        sb.write_text(work / "src/Price.php", _PRICE_V2, owner=u)
+        sb.git(work, "commit", "-q", "-am", "Release 1.9: prices carry their currency", user=u)
+        sb.git(work, "push", "-q", "origin", "main", user=u)
+        pulled = sb.git(self.app, "pull", "--ff-only", user=u)
+        head = sb.git(self.app, "log", "-1", "--format=%h %s", user=u).stdout.strip()
+        self.injected.append(f"deployed by `git pull --ff-only` in {self.app}: HEAD is now {head} "
+                             f"({(pulled.stdout.strip().splitlines() or ['fast-forward'])[-1].strip()}); "
+                             "composer.lock and vendor/ unchanged")
+        self.wait_broken("ArgumentCountError")

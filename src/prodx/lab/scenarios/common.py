@@ -65,8 +65,12 @@ class AppOnLoop(Scenario):
     mkfs_args: ClassVar[tuple[str, ...]] = ()
     mount_options: ClassVar[tuple[str, ...]] = ()
 
+    def disk_image(self, sb: Sandbox) -> Path:
+        """The ext4 image the app's var/ lives on (a sparse file in the sandbox)."""
+        return sb.make_ext4("disk.img", self.size_mib, self.mkfs_args)
+
     def setup(self, sb: Sandbox) -> None:
-        image = sb.make_ext4("disk.img", self.size_mib, self.mkfs_args)
+        image = self.disk_image(sb)
         _dev, self.mnt = sb.mount_image(image, "mnt", self.mount_options)
         self.user = sb.add_user()
         self.app = sb.mkdirs(self.mnt / "app", owner=self.user)

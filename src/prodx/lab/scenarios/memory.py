@@ -195,7 +195,6 @@ class OomKillWorker(Scenario):
         "PHP-FPM's log says a child exited on signal 9; the app's own log shows no error",
     )
     needs = Needs(commands=(), kernel=(), check=memcg_unmet)
-    visible_without_profile = True
 
     def __init__(self) -> None:
         super().__init__()
@@ -245,7 +244,6 @@ class CpuSaturation(Scenario):
         "top shows no idle CPU and many processes sharing it",
     )
     needs = Needs(commands=(("nice", "coreutils"),), kernel=(("/proc/loadavg", "the load average"),))
-    visible_without_profile = True
     per_cpu = 4
     #: How long inject waits for the load average to climb (it follows with a 1-minute time constant).
     settle_s = 60.0
@@ -282,7 +280,6 @@ class RunawayProcess(Scenario):
         "restarting PHP-FPM helped for a while",
     )
     needs = Needs(commands=(), kernel=())
-    visible_without_profile = True
 
     def inject(self, sb: Sandbox) -> None:
         proc = sb.spawn([child_python(), "-I", "-c", _BURN, "lab-spinner"], log="spinner.out")

@@ -52,7 +52,7 @@ FUSE(DeadServer(), sys.argv[1], foreground=True, nothreads=False, fsname=sys.arg
 CLIENTS = (("stat", "-f", "{mnt}"), ("ls", "{mnt}/uploads"), ("cat", "{mnt}/avatars/1.png"))
 
 
-def _fuse_unmet() -> str | None:
+def fuse_unmet() -> str | None:
     if not os.path.exists("/dev/fuse"):
         return "needs /dev/fuse (FUSE)"
     probe = subprocess.run([sys.executable, "-c", "import fuse"], capture_output=True, text=True, timeout=30)
@@ -75,7 +75,7 @@ class NfsHang(Scenario):
         "df hangs; ls of the shared uploads folder never returns",
         "pages that show uploads time out; load climbs while the CPU idles",
     )
-    needs = Needs(commands=(("stat", "coreutils"), ("umount", "mount")), kernel=(), check=_fuse_unmet)
+    needs = Needs(commands=(("stat", "coreutils"), ("umount", "mount")), kernel=(), check=fuse_unmet)
 
     def setup(self, sb: Sandbox) -> None:
         self.mnt = sb.mkdirs("share")
