@@ -124,6 +124,7 @@ def build_target_with_sources(
         # Folders discovery read from the app's own config (session.save_path, a framework's
         # var/cache) are the app's as much as a profile's list is.
         writable_from_profile=bool(profile.writable) or bool(found.writable),
+        services_from_profile=bool(profile.services),
         http=list(profile.http),
         dependencies=list(profile.dependencies),
         tls=list(profile.tls),

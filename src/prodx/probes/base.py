@@ -59,6 +59,8 @@ class Target:
     services: list[str] = field(default_factory=list)
     #: True when ``writable`` is the site's own list, not the defaults every host has.
     writable_from_profile: bool = False
+    #: True when ``services`` is the profile's list, not what discovery recognised running.
+    services_from_profile: bool = False
     http: list[HttpCheck] = field(default_factory=list)
     dependencies: list[Dependency] = field(default_factory=list)
     tls: list[TlsCheck] = field(default_factory=list)
