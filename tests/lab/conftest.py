@@ -106,6 +106,7 @@ class LabHelpers:
     stage = staticmethod(stage)
     write_as = staticmethod(write_as)
     assert_diagnosed = staticmethod(assert_diagnosed)
+    diagnose_json = staticmethod(diagnose_json)
 
 
 @pytest.fixture

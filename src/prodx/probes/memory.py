@@ -545,6 +545,7 @@ def _growing_now(ctx: ProbeContext, s: dict[str, Any], page: int) -> Iterable[Fi
         yield absent(fid, f"{len(candidates)} process(es) grew {window} but not again {again['elapsed_s']:.1f} s later, "
                           "or not to a new peak", interval_s=elapsed, candidates=candidates)
         return
+    growing.sort(key=lambda g: -g["rate_bytes_s"])
     top = growing[0]
     yield present(
         fid,
