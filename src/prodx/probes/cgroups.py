@@ -17,7 +17,6 @@ and a process's cgroup for it is read from that one.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +25,9 @@ from prodx.probes.base import ProbeContext
 #: Hazard: cgroup v1 shows "no limit" as PAGE_COUNTER_MAX in bytes (9223372036854771712 on
 #: x86-64) or pages, not as a word; anything this large is unlimited.
 _V1_UNLIMITED = 1 << 60
+#: Super options of a v1 cgroup mount that are not controllers (cgroups(7), cgroup-v1.rst).
+_V1_MOUNT_OPTIONS = frozenset({"rw", "ro", "none", "noprefix", "xattr", "clone_children", "cpuset_v2_mode",
+                               "favordynmods"})
 
 
 @dataclass(frozen=True)
@@ -72,7 +74,7 @@ def parse_cgroup_mounts(mountinfo: str) -> dict[str, Hierarchy]:
             out.setdefault("", Hierarchy(2, fields[4], fields[3]))
         elif tail[0] == "cgroup":
             for option in tail[2].split(","):
-                if option not in ("rw", "ro") and "=" not in option and not option.startswith(("xattr", "noprefix", "clone_children", "cpuset_v2_mode")):
+                if option not in _V1_MOUNT_OPTIONS and "=" not in option:  # "name=systemd" has no controller
                     out.setdefault(option, Hierarchy(1, fields[4], fields[3]))
     return out
 
@@ -196,17 +198,3 @@ def cgroups_holding(ctx: ProbeContext, procs: list[Any], controller: str) -> dic
             if p.name not in names:
                 names.append(p.name)
     return groups
-
-
-def cgroup_name(directory: str, layout: CgroupLayout) -> str:
-    """A cgroup directory as the kernel names it (the path below its hierarchy's mount).
-
-    >>> cgroup_name("/sys/fs/cgroup/memory/system.slice/x.service",
-    ...             CgroupLayout({"memory": Hierarchy(1, "/sys/fs/cgroup/memory", "/")}, frozenset()))
-    '/system.slice/x.service'
-    """
-    for h in sorted(layout.hierarchies.values(), key=lambda h: -len(h.mount)):
-        mount = h.mount.rstrip("/")
-        if directory == mount or directory.startswith(mount + "/"):
-            return os.path.join(h.root, directory[len(mount):].lstrip("/")).rstrip("/") or "/"
-    return directory
