@@ -71,8 +71,13 @@ KILL_LEAD_S = 600.0
 #: intervals (the CPU samples, then a recheck) and stands at its peak (VmHWM): 1 MiB/s is
 #: 3.5 GiB an hour, a leak that takes a small VM down within the day ...
 GROWTH_MIN_BYTES_S = float(1 << 20)
-#: ... after at least this long alive: start-up (loading code, warming caches) is over.
+#: ... after at least this long alive: start-up (loading code, warming caches) is over ...
 GROWTH_MIN_AGE_S = 60.0
+#: ... and at a pace that accounts for its size: its RSS lies between these multiples of
+#: pace × age, as if it had grown so all its life. A burst (a heavy request, a file read into
+#: memory) is far faster than that pace; a process that got big at start and creeps now
+#: (a JVM committing its heap) is far larger.
+GROWTH_STEADY = (0.5, 4.0)
 #: A limited cgroup within this share of its limit is "at" it ...
 CGROUP_FULL_SHARE = 0.9
 #: ... and thrashes when its processes take this many major page faults a second (pages read
@@ -499,7 +504,7 @@ def _recheck(host: Any, pids: list[int]) -> dict[str, Any]:
 
 def _growing_now(ctx: ProbeContext, s: dict[str, Any], page: int) -> Iterable[Finding]:
     """memory.process_growing_now: grew at GROWTH_MIN_BYTES_S over the CPU samples, again over
-    a recheck, and stands at its peak."""
+    a recheck, stands at its peak, and is as large as that pace over its life (GROWTH_STEADY)."""
     fid = "memory.process_growing_now"
     first, second, elapsed = s["first"]["pids"], s["second"]["pids"], s["elapsed_s"]
     try:
@@ -538,19 +543,24 @@ def _growing_now(ctx: ProbeContext, s: dict[str, Any], page: int) -> Iterable[Fi
         peak, now_rss = a.get("vmhwm_bytes") or 0, a.get("vmrss_bytes") or 0
         if grew < GROWTH_MIN_BYTES_S * again["elapsed_s"] or peak - now_rss > max(1 << 20, peak // 100):
             continue
-        rate = min(c["grew_bytes"] / elapsed, grew / again["elapsed_s"]) if again["elapsed_s"] > 0 else 0.0
-        growing.append(c | {"rss_bytes": now_rss, "peak_bytes": peak, "rss_anon_bytes": a.get("rss_anon_bytes"),
-                            "grew_recheck_bytes": grew, "rate_bytes_s": round(rate)})
+        rate = (c["grew_bytes"] + grew) / (elapsed + again["elapsed_s"])
+        lifelong = now_rss / (rate * c["age_s"])
+        c |= {"rss_bytes": now_rss, "peak_bytes": peak, "rss_anon_bytes": a.get("rss_anon_bytes"),
+              "grew_recheck_bytes": grew, "rate_bytes_s": round(rate), "size_over_pace_x_age": round(lifelong, 2)}
+        if GROWTH_STEADY[0] <= lifelong <= GROWTH_STEADY[1]:
+            growing.append(c)
     if not growing:
-        yield absent(fid, f"{len(candidates)} process(es) grew {window} but not again {again['elapsed_s']:.1f} s later, "
-                          "or not to a new peak", interval_s=elapsed, candidates=candidates)
+        yield absent(fid, f"{len(candidates)} process(es) grew {window}, but not again {again['elapsed_s']:.1f} s later to "
+                          "a new peak, or not at a pace that accounts for their size (a burst, not steady growth)",
+                     interval_s=elapsed, candidates=candidates)
         return
     growing.sort(key=lambda g: -g["rate_bytes_s"])
     top = growing[0]
     yield present(
         fid,
-        "; ".join(f"{g['name']} (pid {g['pid']}, up {_span(g['age_s'])}) grows at {fmt_bytes(g['rate_bytes_s'])}/s in two "
-                  f"intervals, now {fmt_bytes(g['rss_bytes'])}, its peak" for g in growing[:3]),
+        "; ".join(f"{g['name']} (pid {g['pid']}) grows at {fmt_bytes(g['rate_bytes_s'])}/s in two intervals, to "
+                  f"{fmt_bytes(g['rss_bytes'])} (its peak) after {_span(g['age_s'])}: as if it had grown so all its life"
+                  for g in growing[:3]),
         processes=growing, interval_s=elapsed, recheck_s=again["elapsed_s"], largest_rate_bytes_s=top["rate_bytes_s"],
     )
 
