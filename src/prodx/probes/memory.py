@@ -71,8 +71,9 @@ KILL_LEAD_S = 600.0
 #: intervals (the CPU samples, then a recheck) and stands at its peak (VmHWM): 1 MiB/s is
 #: 3.5 GiB an hour, a leak that takes a small VM down within the day ...
 GROWTH_MIN_BYTES_S = float(1 << 20)
-#: ... after at least this long alive: start-up (loading code, warming caches) is over ...
-GROWTH_MIN_AGE_S = 60.0
+#: ... after at least this long alive: start-up (loading code, a first request) is over, as
+#: for a runaway (prodx.probes.cpu.RUNAWAY_MIN_AGE_S) ...
+GROWTH_MIN_AGE_S = 30.0
 #: ... and at a pace that accounts for its size: its RSS lies between these multiples of
 #: pace × age, as if it had grown so all its life. A burst (a heavy request, a file read into
 #: memory) is far faster than that pace; a process that got big at start and creeps now

@@ -299,22 +299,23 @@ class SwapThrashing(Scenario):
         for i in range(THRASH_WORKERS):
             sb.spawn([child_python(), "-I", "-c", _THRASHER, str(self.cgroup.procs_file),
                       str(THRASH_SET_BYTES // THRASH_WORKERS), str(THRASH_PAGES_S)], log=f"worker-{i}.out")
-        # Until the working set has gone round once and PSI's 10 s average shows the stalls.
-        deadline, some = time.monotonic() + 40, 0.0
+        # Until the working set is in swap and PSI's 10 s average shows the stalls (slower when
+        # the disk is busy with others' I/O).
+        deadline, some, used = time.monotonic() + 60, 0.0, 0
         time.sleep(8)
         while time.monotonic() < deadline:
             try:
                 some = parse_psi(Path("/proc/pressure/memory").read_text())["some"]["avg10"]
             except OSError:
                 some = 100.0  # no PSI here: the swap-in rate alone can be waited for
-            if some >= THRASH_PSI_PCT:
+            used = swap_used_bytes(self.swapfile)
+            if some >= THRASH_PSI_PCT and used >= SWAP_FILE_BYTES // 2:
                 break
             time.sleep(1)
         first = parse_vmstat(Path("/proc/vmstat").read_text())
         time.sleep(2)
         second = parse_vmstat(Path("/proc/vmstat").read_text())
         rate = (second["pswpin"] - first["pswpin"]) / 2
-        used = swap_used_bytes(self.swapfile)
         if rate < 1024 or used < SWAP_FILE_BYTES // 2 or some < THRASH_PSI_PCT:
             raise LabError(f"not thrashing: {rate:.0f} pages/s swapped in, {used / MIB:.0f} MiB of swap used, "
                            f"PSI memory some avg10 {some:.1f} %")
