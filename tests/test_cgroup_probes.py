@@ -23,7 +23,9 @@ from prodx.host.fixture import FixtureHost
 from prodx.model import Finding, FindingState
 from prodx.probes.base import ProbeContext, Target
 from prodx.probes.logs import LogSignaturesProbe
-from prodx.probes.memory import CgroupMemoryProbe, MemoryActivityProbe, OomKillerProbe
+from prodx.probes.memcg import CgroupMemoryProbe
+from prodx.probes.memory import MemoryActivityProbe
+from prodx.probes.oom import OomKillerProbe
 from prodx.probes.processes import LimitsProbe
 from prodx.probes.runner import run_probes
 

@@ -22,15 +22,9 @@ from prodx.model import FindingState
 from prodx.probes import cpu
 from prodx.probes.base import ProbeContext, Target
 from prodx.probes.cpu import CpuLoadProbe, CpuUsageProbe
-from prodx.probes.memory import (
-    CgroupMemoryProbe,
-    KernelLine,
-    MemoryActivityProbe,
-    MemoryUsageProbe,
-    OomKillerProbe,
-    kernel_lines_from_log,
-    oom_victims,
-)
+from prodx.probes.memcg import CgroupMemoryProbe
+from prodx.probes.memory import MemoryActivityProbe, MemoryUsageProbe
+from prodx.probes.oom import KernelLine, OomKillerProbe, kernel_lines_from_log, oom_victims
 from prodx.probes.runner import run_probes
 
 MIB = 1 << 20
