@@ -132,6 +132,20 @@ def siblings_outgrown(rss: dict[int, int], groups: dict[tuple[Any, ...], list[in
     return sorted(out, key=lambda o: -o["times_median"])
 
 
+def memory_pressure_high(psi: dict[str, dict[str, float]], margin: float = 1.0) -> bool:
+    """Whether PSI memory figures (``prodx.probes.cpu.parse_psi``) cross the thresholds
+    (each multiplied by ``margin``, for a caller who wants to be clear of them).
+
+    >>> memory_pressure_high({"some": {"avg10": 4.0, "avg60": 1.0}, "full": {"avg10": 5.5}})
+    True
+    >>> memory_pressure_high({"some": {"avg10": 11.0, "avg60": 3.0}, "full": {"avg10": 1.0}}, margin=1.2)
+    False
+    """
+    some, full = psi.get("some", {}), psi.get("full", {})
+    return (some.get("avg10", 0) >= PSI_MEM_SOME_AVG10_PCT * margin or some.get("avg60", 0) >= PSI_MEM_SOME_AVG60_PCT * margin
+            or full.get("avg10", 0) >= PSI_MEM_FULL_AVG10_PCT * margin)
+
+
 def meminfo(ctx: ProbeContext) -> dict[str, int]:
     """/proc/meminfo of the host, read once per run (OSError when unreadable)."""
     return ctx.fact("memory.meminfo", lambda: parse_meminfo(read_volatile(ctx, "/proc/meminfo")))
@@ -159,9 +173,7 @@ class MemoryUsageProbe(Probe):
             some, full = psi.get("some", {}), psi.get("full", {})
             text = (f"tasks stalled on memory {some.get('avg10', 0):.1f} % of the last 10 s "
                     f"({some.get('avg60', 0):.1f} % over 1 min); all tasks stalled {full.get('avg10', 0):.1f} % (PSI)")
-            high = (some.get("avg10", 0) >= PSI_MEM_SOME_AVG10_PCT or some.get("avg60", 0) >= PSI_MEM_SOME_AVG60_PCT
-                    or full.get("avg10", 0) >= PSI_MEM_FULL_AVG10_PCT)
-            yield (present if high else absent)("memory.pressure", text, psi=psi)
+            yield (present if memory_pressure_high(psi) else absent)("memory.pressure", text, psi=psi)
         try:
             mi = meminfo(ctx)
         except OSError as exc:

@@ -21,7 +21,7 @@ from prodx.lab.sandbox import LabError, Sandbox
 from prodx.lab.scenarios.cgroups import LabCgroup, cgroup_base, cgroup_unmet, make_cgroup, remove_stale_cgroups
 from prodx.lab.scenarios.common import child_python
 from prodx.probes.cpu import RUNAWAY_MIN_AGE_S, parse_loadavg, parse_psi
-from prodx.probes.memory import GROWTH_MIN_AGE_S, parse_vmstat
+from prodx.probes.memory import GROWTH_MIN_AGE_S, memory_pressure_high, parse_vmstat
 
 MIB = 1 << 20
 #: The OOM worker's cgroup limit: far below what it tries to allocate.
@@ -37,15 +37,16 @@ LEAK_LIMIT_BYTES = 640 * MIB
 #: between them in a cgroup holding THRASH_LIMIT_BYTES of RAM, the rest in a swap file of
 #: SWAP_FILE_BYTES ...
 THRASH_WORKERS = 2
-THRASH_SET_BYTES = 112 * MIB
-THRASH_LIMIT_BYTES = 32 * MIB
+THRASH_SET_BYTES = 128 * MIB
+#: Room for the interpreters and page tables besides the resident part of the set: with
+#: less, reclaim cannot keep up on a busy disk and the cgroup OOM-kills instead of thrashing.
+THRASH_LIMIT_BYTES = 48 * MIB
 SWAP_FILE_BYTES = 128 * MIB
-#: ... written at up to this many random pages a second (32 MiB/s each with 4 KiB pages: thrashing,
+#: ... written at up to this many random pages a second (24 MiB/s each with 4 KiB pages: thrashing,
 #: not a disk benchmark; the disk's latency keeps it well below).
-THRASH_PAGES_S = 8192
-#: Staged once PSI says tasks stall on memory this share of the time (avg10; the probe's
-#: threshold is 10 %).
-THRASH_PSI_PCT = 15.0
+THRASH_PAGES_S = 6144
+#: Staged once PSI memory pressure is this far clear of the thresholds the probe uses.
+THRASH_PSI_MARGIN = 1.2
 
 #: A PHP-FPM-like master: joins the cgroup, logs like php-fpm, forks one worker that allocates
 #: 1 MiB at a time (touching every page) until the kernel kills it, logs how it died, then idles.
@@ -107,7 +108,7 @@ while True:
     signal.pause()
 """
 
-#: A worker whose working set (argv[2] bytes, anonymous) no longer fits in its cgroup: it
+#: A worker (named argv[4]) whose working set (argv[2] bytes, anonymous) no longer fits in its cgroup: it
 #: writes pages in a random order (as a heap or a cache is used, so swap readahead cannot
 #: guess the next one) at up to argv[3] pages a second; most writes fault a page back in from swap.
 _THRASHER = r"""
@@ -116,7 +117,7 @@ procs, size, rate = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 with open(procs, "w") as fh:
     fh.write(str(os.getpid()))
 with open("/proc/self/comm", "w") as fh:
-    fh.write("lab-heap-worker")
+    fh.write(sys.argv[4])
 buf = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
 page, i, t0 = mmap.PAGESIZE, 0, time.monotonic()
 pages, pick = size // page, random.Random(4).randrange
@@ -267,7 +268,7 @@ class SwapThrashing(Scenario):
     name = "swap-thrashing"
     condition = "swap-thrashing"
     description = (f"a {SWAP_FILE_BYTES // MIB} MiB swap file (this scenario's, swapped off at teardown) and "
-                   f"{THRASH_WORKERS} workers (lab-heap-worker) whose {THRASH_SET_BYTES // MIB} MiB working set lives in "
+                   f"{THRASH_WORKERS} workers (lab-heap-XXXXXX, named after the sandbox) whose {THRASH_SET_BYTES // MIB} MiB working set lives in "
                    f"a memory cgroup of {THRASH_LIMIT_BYTES // MIB} MiB: they page in and out continuously "
                    f"(up to {THRASH_PAGES_S} random pages written a second each)")
     symptoms = (
@@ -282,6 +283,9 @@ class SwapThrashing(Scenario):
         super().__init__()
         self.cgroup: LabCgroup | None = None
         self.swapfile: Path | None = None
+        #: Named after the sandbox: should the kernel ever OOM-kill one, the kill (kept in the
+        #: kernel log for a day) concerns this run only, not the next run's workers.
+        self.worker_name = ""
 
     def setup(self, sb: Sandbox) -> None:
         remove_stale_cgroups()
@@ -296,35 +300,39 @@ class SwapThrashing(Scenario):
 
     def inject(self, sb: Sandbox) -> None:
         assert self.cgroup is not None
+        self.worker_name = "lab-heap-" + sb.root.name[-6:]
         for i in range(THRASH_WORKERS):
             sb.spawn([child_python(), "-I", "-c", _THRASHER, str(self.cgroup.procs_file),
-                      str(THRASH_SET_BYTES // THRASH_WORKERS), str(THRASH_PAGES_S)], log=f"worker-{i}.out")
+                      str(THRASH_SET_BYTES // THRASH_WORKERS), str(THRASH_PAGES_S), self.worker_name], log=f"worker-{i}.out")
         # Until the working set is in swap and PSI's 10 s average shows the stalls (slower when
         # the disk is busy with others' I/O).
-        deadline, some, used = time.monotonic() + 60, 0.0, 0
+        deadline, psi, stalled, used = time.monotonic() + 60, {}, False, 0
         time.sleep(8)
         while time.monotonic() < deadline:
             try:
-                some = parse_psi(Path("/proc/pressure/memory").read_text())["some"]["avg10"]
+                psi = parse_psi(Path("/proc/pressure/memory").read_text())
+                stalled = memory_pressure_high(psi, THRASH_PSI_MARGIN)
             except OSError:
-                some = 100.0  # no PSI here: the swap-in rate alone can be waited for
+                stalled = True  # no PSI here: the swap-in rate alone can be waited for
             used = swap_used_bytes(self.swapfile)
-            if some >= THRASH_PSI_PCT and used >= SWAP_FILE_BYTES // 2:
+            if stalled and used >= SWAP_FILE_BYTES // 2:
                 break
             time.sleep(1)
         first = parse_vmstat(Path("/proc/vmstat").read_text())
         time.sleep(2)
         second = parse_vmstat(Path("/proc/vmstat").read_text())
         rate = (second["pswpin"] - first["pswpin"]) / 2
-        if rate < 1024 or used < SWAP_FILE_BYTES // 2 or some < THRASH_PSI_PCT:
+        kills = oom_kills(self.cgroup)
+        some, full = psi.get("some", {}).get("avg10", 0.0), psi.get("full", {}).get("avg10", 0.0)
+        if rate < 1024 or used < SWAP_FILE_BYTES // 2 or not stalled or kills:
             raise LabError(f"not thrashing: {rate:.0f} pages/s swapped in, {used / MIB:.0f} MiB of swap used, "
-                           f"PSI memory some avg10 {some:.1f} %")
+                           f"PSI memory some/full avg10 {some:.1f}/{full:.1f} %, {kills} OOM kill(s) in the cgroup")
         self.injected.append(f"{rate:.0f} pages/s swapped in; {used / MIB:.0f} of {SWAP_FILE_BYTES // MIB} MiB swap used; "
-                             f"tasks stalled on memory {some:.0f} % of the last 10 s (PSI); "
+                             f"tasks stalled on memory {some:.0f} % of the last 10 s, all of them {full:.0f} % (PSI); "
                              f"cgroup v{self.cgroup.version} {self.cgroup.path} holds {THRASH_LIMIT_BYTES // MIB} MiB of RAM")
 
     def profile(self, sb: Sandbox) -> str:
-        return profile_toml(name=f"lab-{self.name}", user="root", services=["lab-heap-worker"])
+        return profile_toml(name=f"lab-{self.name}", user="root", services=[self.worker_name])
 
 
 def _swap_unmet() -> str | None:
