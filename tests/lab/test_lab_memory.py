@@ -43,6 +43,14 @@ def _comm_pids(name: str) -> list[int]:
     return out
 
 
+def _gone(name: str, timeout_s: float = 5.0) -> bool:
+    """Whether no process named ``name`` is left once init has reaped the killed grandchildren."""
+    deadline = time.monotonic() + timeout_s
+    while _comm_pids(name) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return _comm_pids(name) == []
+
+
 def _status(pid: int, key: str) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith(key + ":"):
@@ -130,7 +138,7 @@ def test_memory_leak_scenario_grows_one_worker_far_above_its_siblings_and_is_dia
         assert _status(leaker, "VmHWM") - after[leaker] <= MIB  # at its peak
         _diagnosed_both_ways(lab, run)
         path = cg.path
-    assert not path.exists() and _comm_pids("lab-app-worker") == []
+    assert not path.exists() and _gone("lab-app-worker")
 
 
 def test_swap_thrashing_scenario_pages_a_working_set_through_swap_and_is_diagnosed_swap_thrashing(lab) -> None:
@@ -149,7 +157,7 @@ def test_swap_thrashing_scenario_pages_a_working_set_through_swap_and_is_diagnos
         _diagnosed_both_ways(lab, run)
         path = cg.path
     assert swapfile not in _active_swaps() and not Path(swapfile).exists()
-    assert not path.exists() and _comm_pids(workers) == []
+    assert not path.exists() and _gone(workers)
 
 
 def test_pid_exhaustion_scenario_refuses_forks_at_pids_max_and_is_diagnosed_pid_exhaustion(lab) -> None:
@@ -161,7 +169,7 @@ def test_pid_exhaustion_scenario_refuses_forks_at_pids_max_and_is_diagnosed_pid_
         assert len(_comm_pids("lab-pool-worker")) == 7
         _diagnosed_both_ways(lab, run)
         path = cg.path
-    assert not path.exists() and _comm_pids("lab-pool-master") == []
+    assert not path.exists() and _gone("lab-pool-master") and _gone("lab-pool-worker")
 
 
 def test_cpu_saturation_scenario_keeps_every_cpu_busy_and_is_diagnosed_cpu_saturation(lab) -> None:

@@ -268,9 +268,9 @@ class SwapThrashing(Scenario):
     name = "swap-thrashing"
     condition = "swap-thrashing"
     description = (f"a {SWAP_FILE_BYTES // MIB} MiB swap file (this scenario's, swapped off at teardown) and "
-                   f"{THRASH_WORKERS} workers (lab-heap-XXXXXX, named after the sandbox) whose {THRASH_SET_BYTES // MIB} MiB working set lives in "
-                   f"a memory cgroup of {THRASH_LIMIT_BYTES // MIB} MiB: they page in and out continuously "
-                   f"(up to {THRASH_PAGES_S} random pages written a second each)")
+                   f"{THRASH_WORKERS} workers (lab-heap-XXXXXX, named after the sandbox) whose "
+                   f"{THRASH_SET_BYTES // MIB} MiB working set lives in a memory cgroup of {THRASH_LIMIT_BYTES // MIB} MiB: "
+                   f"they page in and out continuously (up to {THRASH_PAGES_S} random pages written a second each)")
     symptoms = (
         "everything is slow, but nothing errors and nothing was killed",
         "vmstat shows si and so in the thousands",
@@ -303,7 +303,8 @@ class SwapThrashing(Scenario):
         self.worker_name = "lab-heap-" + sb.root.name[-6:]
         for i in range(THRASH_WORKERS):
             sb.spawn([child_python(), "-I", "-c", _THRASHER, str(self.cgroup.procs_file),
-                      str(THRASH_SET_BYTES // THRASH_WORKERS), str(THRASH_PAGES_S), self.worker_name], log=f"worker-{i}.out")
+                      str(THRASH_SET_BYTES // THRASH_WORKERS), str(THRASH_PAGES_S), self.worker_name],
+                     log=f"worker-{i}.out")
         # Until the working set is in swap and PSI's 10 s average shows the stalls (slower when
         # the disk is busy with others' I/O).
         deadline, psi, stalled, used = time.monotonic() + 60, {}, False, 0
