@@ -101,7 +101,7 @@ def test_cgroup_probe_on_captured_v1_thrashing_measures_major_faults_at_the_limi
     thrash = found["memory.cgroup_thrashing"]
     assert thrash.state is PRESENT
     (group,) = thrash.evidence["cgroups"]
-    assert group["limit_bytes"] == 32 * MIB and group["usage_bytes"] >= 0.9 * 32 * MIB
+    assert group["limit_bytes"] == 48 * MIB and group["usage_bytes"] >= 0.9 * 48 * MIB
     assert group["swap_bytes"] >= 64 * MIB  # memsw usage minus usage: the rest of the working set
     assert group["majfaults_per_s"] >= 256
     assert found["memory.cgroup_limit_hit"].state is ABSENT  # swapping, not killing
