@@ -1,4 +1,4 @@
-"""Formatting numbers for people: bytes and counts."""
+"""Formatting numbers for people: bytes, counts and durations."""
 
 from __future__ import annotations
 
@@ -28,3 +28,16 @@ def fmt_pct(part: float, whole: float) -> str:
     '33.3 %'
     """
     return f"{100.0 * part / whole:.1f} %" if whole else "n/a"
+
+
+def fmt_duration(seconds: float) -> str:
+    """A duration in the unit a person reads.
+
+    >>> fmt_duration(5), fmt_duration(600), fmt_duration(7200)
+    ('5 s', '10 min', '2.0 h')
+    """
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200 - 1:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"

@@ -121,6 +121,7 @@ class LabHelpers:
     write_as = staticmethod(write_as)
     diagnose = staticmethod(diagnose_json)
     assert_diagnosed = staticmethod(assert_diagnosed)
+    diagnose_json = staticmethod(diagnose_json)
 
 
 @pytest.fixture

@@ -5,14 +5,16 @@ and mount points, config files, logs. The sandbox records each thing it creates 
 ``sandbox.json`` beside them (with the owner's pid), tears them down in reverse order, and
 refuses any path outside its root. The things outside are throwaway users and network
 namespaces named ``prodxlab*`` (with the namespace's ``/etc/netns/prodxlab*`` files, which
-``ip netns exec`` puts in place of /etc's), removed at teardown.
+``ip netns exec`` puts in place of /etc's), and cgroups named after the sandbox, removed at
+teardown.
 
 ``sandbox.json`` looks like::
 
     {"owner_pid": 4242, "owner_start": 123456, "kept": false,
      "resources": [["loop", "/dev/loop3", "/tmp/prodx-lab-x/disk.img"],
                    ["mount", "/tmp/prodx-lab-x/mnt"],
-                   ["user", "prodxlab3f2a"], ["process", 4250, 123470]]}
+                   ["user", "prodxlab3f2a"], ["swap", "/tmp/prodx-lab-x/swapfile"],
+                   ["cgroup", "/sys/fs/cgroup/pids/prodx-lab-x"], ["process", 4250, 123470]]}
 
 A run that was killed (SIGKILL, power loss) leaves such a directory; :func:`cleanup_stale`
 tears down every one whose owner is dead, using the same records.
@@ -399,6 +401,25 @@ class Sandbox:
         pw = pwd.getpwnam(name)
         return Account(name, pw.pw_uid, pw.pw_gid)
 
+    def make_cgroup(self, parent: str | os.PathLike[str]) -> Path:
+        """A new cgroup named after the sandbox under ``parent`` (a cgroup directory of any
+        controller, v1 or v2), recorded so that teardown kills what is left in it and removes it."""
+        path = Path(parent) / self.root.name
+        if not str(path).startswith("/sys/fs/cgroup/"):
+            raise SandboxEscape(f"{path} is not a cgroup")
+        path.mkdir()
+        self._record("cgroup", str(path))
+        return path
+
+    def swapon(self, swapfile: str | os.PathLike[str]) -> None:
+        """``mkswap`` and ``swapon`` a file under the root, recorded so teardown swaps it off
+        before anything removes it (an active swap file that is unlinked can no longer be named
+        to swapoff)."""
+        path = self.check(swapfile)
+        self.run(["mkswap", str(path)])
+        self._record("swap", str(path))
+        self.run(["swapon", str(path)])
+
     def spawn(self, argv: Sequence[str], *, user: Account | None = None, log: str | None = None,
               env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         """Start ``argv`` in its own session (process group), output to ``log`` under the root.
@@ -495,6 +516,19 @@ class Sandbox:
         if proc is not None:
             proc.wait(timeout=5)
 
+    def _undo_swap(self, swapfile: str) -> None:
+        path = str(self.check(swapfile))
+        with open("/proc/swaps", encoding="utf-8") as fh:
+            active = [line.split()[0] for line in fh.readlines()[1:] if line.split()]
+        if path in active:
+            run_argv(["swapoff", path], timeout_s=300)
+
+    def _undo_cgroup(self, path: str) -> None:
+        cg = Path(path)
+        if not str(cg).startswith("/sys/fs/cgroup/") or not cg.name.startswith(PREFIX):
+            raise SandboxEscape(f"refusing to remove cgroup {path}: not a lab cgroup")
+        remove_cgroup(cg)
+
     def _undo_mount(self, mountpoint: str) -> None:
         mnt = str(self.check(mountpoint))
         if mnt not in mounts_under(mnt):
@@ -539,6 +573,31 @@ class Sandbox:
             if proc.returncode == 0:
                 return
             time.sleep(0.3)
+
+
+def remove_cgroup(path: Path, timeout_s: float = 5.0) -> None:
+    """SIGKILL every process left in the cgroup at ``path`` (only a lab cgroup holds them:
+    the caller checks), then remove it; OSError when it stays busy past ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while path.exists():
+        try:
+            pids = [int(x) for x in (path / "cgroup.procs").read_text().split()]
+        except OSError:
+            pids = []
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        try:
+            path.rmdir()
+            return
+        except FileNotFoundError:
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def _killpg(pgid: int, sig: int) -> None:

@@ -12,6 +12,7 @@ import re
 import statistics
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -114,6 +115,71 @@ def _recent(ts: str | None, now: float) -> bool:
     return now - when <= RECENT_S
 
 
+@dataclass(frozen=True)
+class SignatureScan:
+    """One scan of every log the signatures probe reads: ``read`` (paths scanned), ``errors``
+    (paths that could not be), ``app_level`` (the app's and services' logs, not the system's)
+    and ``hits``: one JSON hit per signature and file (``prodx.scanners.logscan``) with
+    ``file``, for every signature of the KB whose last line is recent."""
+
+    read: list[str]
+    errors: list[str]
+    app_level: frozenset[str]
+    hits: list[dict[str, Any]]
+
+
+def signature_scan(ctx: ProbeContext) -> SignatureScan:
+    """The bounded tails (``TAIL_BYTES``) of the profile's logs, open ``.log`` files,
+    well-known service logs and system logs, scanned once per run for every signature.
+
+    Shared, not rescanned: a Hyperscan scratch space serves one scan at a time, and the
+    probes that read these hits run at once.
+    """
+
+    def compute() -> SignatureScan:
+        from prodx.scanners.logscan import scan_tail
+
+        paths = list(app_logs(ctx))
+        for pattern in ctx.kb.locations["service_logs"]:
+            paths += [p for p in ctx.host.glob(pattern) if p not in paths]
+        app_level = frozenset(paths)
+        for pattern in ctx.kb.locations["system_logs"]:
+            paths += [p for p in ctx.host.glob(pattern) if p not in paths]
+        m = matcher(ctx)
+        now = ctx.host.now()
+        read, errors, hits = [], [], []
+        for path in paths:
+            if not ctx.host.exists(path):
+                continue
+            fs = scan_tail(ctx.host.real_path(path), m, tail_bytes=TAIL_BYTES)
+            if fs.error:
+                errors.append(f"{path}: {fs.error}")
+                continue
+            read.append(path)
+            hits += [h.to_json() | {"file": path} for h in fs.sorted_hits() if _recent(h.last_ts, now)]
+        return SignatureScan(read, errors, app_level, hits)
+
+    return ctx.fact("logs.signature_scan", compute)
+
+
+def first_error(ctx: ProbeContext) -> dict[str, Any] | None:
+    """The earliest error of the last 24 h in the app's and services' logs (not the system
+    logs), as a signature hit with ``ts`` (epoch seconds): when the failure at hand began,
+    as far as the logs tell. None when none of those logs holds a dated error.
+
+    Every signature counts except the start lines of services (ids ending ``_started``).
+    """
+    scan = signature_scan(ctx)
+    dated = []
+    for h in scan.hits:
+        if h["file"] in scan.app_level and not h["signature"].endswith("_started") and h["first_ts"]:
+            try:
+                dated.append(h | {"ts": datetime.fromisoformat(h["first_ts"].replace("Z", "+00:00")).timestamp()})
+            except ValueError:
+                continue
+    return min(dated, key=lambda h: h["ts"]) if dated else None
+
+
 class LogSignaturesProbe(Probe):
     """Known failure messages in the tails of the app's and services' logs."""
 
@@ -124,6 +190,7 @@ class LogSignaturesProbe(Probe):
         "log.db_write_failed",
         "log.dns_failure",
         "log.enospc",
+        "log.fork_failed",
         "log.io_error",
         "log.oom_kill",
         "log.out_of_memory",
@@ -141,34 +208,17 @@ class LogSignaturesProbe(Probe):
     deadline_s = 2.0
 
     def run(self, ctx: ProbeContext) -> Iterable[Finding]:
-        from prodx.scanners.logscan import scan_tail
-
-        paths = list(app_logs(ctx))
-        for pattern in ctx.kb.locations["service_logs"]:
-            paths += [p for p in ctx.host.glob(pattern) if p not in paths]
-        app_level = set(paths)
-        for pattern in ctx.kb.locations["system_logs"]:
-            paths += [p for p in ctx.host.glob(pattern) if p not in paths]
-        m = matcher(ctx)
-        now = ctx.host.now()
-        read, errors = [], []
+        scan = signature_scan(ctx)
+        read, errors = scan.read, scan.errors
         hits: dict[str, list[dict[str, Any]]] = {}
-        for path in paths:
-            if not ctx.host.exists(path):
-                continue
-            fs = scan_tail(ctx.host.real_path(path), m, tail_bytes=TAIL_BYTES)
-            if fs.error:
-                errors.append(f"{path}: {fs.error}")
-                continue
-            read.append(path)
-            for h in fs.sorted_hits():
-                if h.finding in self.findings and _recent(h.last_ts, now):
-                    hits.setdefault(h.finding, []).append(h.to_json() | {"file": path})
+        for h in scan.hits:
+            if h["finding"] in self.findings:
+                hits.setdefault(h["finding"], []).append(h)
         if not read:
             reason = "no log could be read: " + "; ".join(errors) if errors else "no logs found (give them in the profile)"
             yield from (unknown(f, reason) for f in self.findings)
             return
-        app_read = [p for p in read if p in app_level]
+        app_read = [p for p in read if p in scan.app_level]
         for fid in self.findings:
             if fid in hits:
                 items = sorted(hits[fid], key=lambda h: -h["count"])

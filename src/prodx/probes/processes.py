@@ -10,8 +10,9 @@ Reads, through the host:
   ``/proc/PID/fd`` (counted, not followed);
 - ``/proc/sys/fs/file-nr`` (``2016  0  9223372036854775807``), ``/proc/sys/kernel/pid_max``,
   ``/proc/sys/kernel/threads-max``, ``/proc/loadavg`` (``0.1 0.2 0.3 2/412 9999``: 412 tasks),
-  ``/proc/uptime``, ``/proc/PID/cgroup`` and the pids controller's ``pids.max`` /
-  ``pids.current`` of the services' cgroups;
+  ``/proc/uptime``, ``/proc/PID/cgroup`` of the services (every process without a profile)
+  and their pids cgroups' ``pids.max`` / ``pids.current`` / ``pids.events`` (``max 12``:
+  forks refused at the limit), v1 or v2 (``prodx.probes.cgroups``);
 - ``systemctl show -p NRestarts -p ActiveState -p SubState UNIT`` when systemd is PID 1, else
   the tails of the services' own logs for start and crash lines (signatures with finding
   ``process.crash_loop`` in ``kb/data/signatures/processes.yaml``);
@@ -38,6 +39,7 @@ from typing import Any
 from prodx.host.base import HostAccessDenied, ProcessInfo
 from prodx.model import Finding, absent, present, unknown
 from prodx.probes.base import Probe, ProbeContext
+from prodx.probes.cgroups import cgroup_layout, cgroups_holding, parse_flat_keyed, parse_limit
 
 #: A service whose master started less than this ago (on a host up longer) restarted recently.
 RECENT_RESTART_S = 600
@@ -232,6 +234,16 @@ def runs_as(proc: ProcessInfo, service: str) -> bool:
         script = argv[2] if argv[1] == "-m" and len(argv) > 2 else argv[1]
         names.add(os.path.basename(script))
     return key in names or key[:15] == proc.name or (key == "php-fpm" and any(n.startswith("php-fpm") for n in names))
+
+
+def is_interpreter(name: str) -> bool:
+    """Whether a process name is a bare interpreter or runtime (``python3``, ``node``,
+    ``php``, ``java``, ``sh``), which says nothing of the program it runs.
+
+    >>> is_interpreter("python3.11"), is_interpreter("java"), is_interpreter("php-fpm8.2")
+    (True, True, False)
+    """
+    return bool(_INTERPRETER.match(name)) or name == "java"
 
 
 def is_idle_wchan(wchan: str) -> bool | None:
@@ -480,6 +492,7 @@ class LimitsProbe(Probe):
         "process.fd_near_limit",
         "process.system_fd_exhausted",
         "process.pid_near_limit",
+        "process.pids_limit_hit",
         "process.threads_high",
     )
     cost = 1.0
@@ -489,8 +502,8 @@ class LimitsProbe(Probe):
         yield self._system_fds(ctx)
         table, why = _table_or_reason(ctx)
         if why:
-            yield from (unknown(f, why) for f in ("process.zombies", "process.fd_near_limit",
-                                                  "process.pid_near_limit", "process.threads_high"))
+            yield from (unknown(f, why) for f in ("process.zombies", "process.fd_near_limit", "process.pid_near_limit",
+                                                  "process.pids_limit_hit", "process.threads_high"))
             return
         yield self._zombies(table)
         limits: dict[int, dict[str, tuple[int | None, int | None]]] = {}
@@ -500,7 +513,7 @@ class LimitsProbe(Probe):
             except OSError:
                 continue
         yield self._fds(ctx, table, limits)
-        yield self._pids(ctx, table)
+        yield from self._pids(ctx, table)
         yield self._threads(table, limits)
 
     @staticmethod
@@ -564,30 +577,52 @@ class LimitsProbe(Probe):
         return absent(fid, f"no process uses {NEAR:.0%} of its open-files limit ({checked} checked)")
 
     @staticmethod
-    def _pids(ctx: ProbeContext, table: list[Proc]) -> Finding:
-        fid = "process.pid_near_limit"
+    def _pids(ctx: ProbeContext, table: list[Proc]) -> Iterable[Finding]:
+        """process.pid_near_limit (tasks against pid_max / threads-max, or a cgroup's
+        pids.current against its pids.max) and process.pids_limit_hit (the kernel refused
+        forks at a cgroup's pids.max: pids.events ``max``)."""
+        fid, hit_id = "process.pid_near_limit", "process.pids_limit_hit"
         try:
             pid_max = int(ctx.host.read_text("/proc/sys/kernel/pid_max").split()[0])
             threads_max = int(ctx.host.read_text("/proc/sys/kernel/threads-max").split()[0])
         except (OSError, ValueError, IndexError):
-            return unknown(fid, "cannot read /proc/sys/kernel/pid_max and threads-max")
+            pid_max = threads_max = 0
         try:
             tasks = parse_loadavg_tasks(ctx.host.read_text("/proc/loadavg"))
         except (OSError, ValueError, IndexError):
             tasks = sum(p.stat.threads for p in table)
+        groups, why = _pids_groups(ctx, table)
+        near: list[dict[str, Any]] = []
         limit = min(pid_max, threads_max)
-        hits: list[dict[str, Any]] = []
-        if tasks >= NEAR * limit:
-            hits.append({"scope": "system", "tasks": tasks, "limit": limit, "pid_max": pid_max, "threads_max": threads_max})
-        for svc, procs in service_processes(ctx, table).items():
-            for cg in _pids_cgroups(ctx, procs[:1]):
-                if cg["max"] is not None and cg["current"] >= NEAR * cg["max"]:
-                    hits.append({"scope": f"cgroup of {svc}", "tasks": cg["current"], "limit": cg["max"], "cgroup": cg["path"]})
-        if hits:
-            return present(fid, "; ".join(f"{h['scope']}: {h['tasks']:,} tasks of a limit of {h['limit']:,}" for h in hits),
-                           limits=hits)
-        return absent(fid, f"{tasks:,} tasks of pid_max {pid_max:,} / threads-max {threads_max:,}; no service's "
-                           "cgroup near pids.max", tasks=tasks, pid_max=pid_max, threads_max=threads_max)
+        if limit and tasks >= NEAR * limit:
+            near.append({"scope": "system", "tasks": tasks, "limit": limit, "pid_max": pid_max, "threads_max": threads_max})
+        refused, limited = [], 0
+        for cg in groups:
+            if cg["max"] is None:
+                continue
+            limited += 1
+            if cg["current"] >= NEAR * cg["max"]:
+                near.append({"scope": f"cgroup {cg['cgroup']} ({', '.join(cg['processes'][:3])})", "tasks": cg["current"],
+                             "limit": cg["max"], "cgroup": cg["cgroup"], "version": cg["version"]})
+            if cg["refused"]:
+                refused.append(cg)
+        if near:
+            yield present(fid, "; ".join(f"{h['scope']}: {h['tasks']:,} tasks of a limit of {h['limit']:,}" for h in near),
+                          limits=near)
+        elif not limit:
+            yield unknown(fid, "cannot read /proc/sys/kernel/pid_max and threads-max")
+        else:
+            yield absent(fid, f"{tasks:,} tasks of pid_max {pid_max:,} / threads-max {threads_max:,}; no cgroup near its "
+                              f"pids.max ({limited} with a limit)", tasks=tasks, pid_max=pid_max, threads_max=threads_max)
+        if refused:
+            refused.sort(key=lambda c: -c["refused"])
+            yield present(hit_id, "; ".join(
+                f"cgroup {c['cgroup']} ({', '.join(c['processes'][:3])}) refused {c['refused']:,} fork(s) at pids.max "
+                f"{c['max']:,} ({c['current']:,} tasks now)" for c in refused[:3]), cgroups=refused[:10])
+        elif why:
+            yield unknown(hit_id, why)
+        else:
+            yield absent(hit_id, f"no cgroup counted a fork refused at its pids.max ({limited} of {len(groups)} with a limit)")
 
     @staticmethod
     def _threads(table: list[Proc], limits: dict[int, dict[str, Any]]) -> Finding:
@@ -620,32 +655,33 @@ class LimitsProbe(Probe):
                                     "threads": busiest.stat.threads} if busiest else {})
 
 
-def _pids_cgroups(ctx: ProbeContext, procs: list[Proc]) -> list[dict[str, Any]]:
-    """pids.current and pids.max of the cgroups holding ``procs`` (v1 ``pids`` controller or
-    v2 unified); max None for "max". Unreadable cgroups are left out."""
+def _pids_groups(ctx: ProbeContext, table: list[Proc]) -> tuple[list[dict[str, Any]], str]:
+    """pids.max, pids.current and the refused forks (pids.events ``max``) of the cgroups
+    holding the profile's services (every process's without a profile), v1 ``pids``
+    controller or v2; ``max`` None for no limit. ([], why) when none can be read."""
+    try:
+        layout = cgroup_layout(ctx)
+    except OSError as exc:
+        return [], f"cannot read /proc/self/mountinfo ({exc.strerror})"
+    if layout.hierarchy_for("pids") is None:
+        return [], "no pids cgroup controller is mounted (neither v1 nor in the v2 hierarchy)"
+    procs = [p.info for p in table if p.stat.state not in ("Z", "X")]
+    if ctx.target.services_from_profile:
+        procs = [p for p in procs if any(runs_as(p, s) for s in ctx.target.services)] or procs
     out = []
-    for p in procs:
+    for (version, d), names in sorted(cgroups_holding(ctx, procs, "pids").items()):
         try:
-            lines = ctx.host.read_text(f"/proc/{p.info.pid}/cgroup").splitlines()
+            maximum = parse_limit(ctx.host.read_text(f"{d}/pids.max"))
+            current = int(ctx.host.read_text(f"{d}/pids.current").strip())
+        except (OSError, ValueError):
+            continue  # the root cgroup has neither file; a cgroup removed meanwhile
+        try:
+            events = parse_flat_keyed(ctx.host.read_text(f"{d}/pids.events"))
         except OSError:
-            continue
-        for line in lines:
-            parts = line.split(":", 2)
-            if len(parts) != 3:
-                continue
-            if parts[1] == "pids":
-                base = f"/sys/fs/cgroup/pids{parts[2]}"
-            elif parts[0] == "0" and parts[1] == "":
-                base = f"/sys/fs/cgroup{parts[2]}"
-            else:
-                continue
-            try:
-                raw_max = ctx.host.read_text(f"{base.rstrip('/')}/pids.max").strip()
-                current = int(ctx.host.read_text(f"{base.rstrip('/')}/pids.current").strip())
-            except (OSError, ValueError):
-                continue
-            out.append({"path": base, "current": current, "max": None if raw_max == "max" else int(raw_max)})
-    return out
+            events = {}  # before Linux 4.2
+        out.append({"cgroup": d, "version": version, "processes": names[:10], "current": current, "max": maximum,
+                    "refused": events.get("max", 0)})
+    return out, ("" if out else "cannot read pids.max of the examined processes' cgroups")
 
 
 # ---- worker pools ------------------------------------------------------------------------

@@ -1,32 +1,52 @@
 """Memory and CPU faults, for real: the kernel OOM-kills a worker inside a memory cgroup with a
-small limit, many busy processes saturate the CPUs, one process spins on a core.
+small limit (cgroup v2 where the kernel offers it, and explicitly v1), a worker leaks memory, a
+workload thrashes a swap file inside a small memory cgroup, many busy processes saturate the
+CPUs, one process spins on a core.
 
-The OOM scenario never risks a machine-wide OOM: the worker lives in its own memory cgroup
-(``prodx-lab-*``, cgroup v2 under the root when its memory controller is enabled there, else
-the v1 memory controller under prodx's own cgroup) with ``MEMORY_LIMIT_BYTES`` and no swap,
-and it stops allocating at ``ALLOC_CAP_BYTES`` whatever happens. The cgroup is removed at
-teardown; one left by a killed run is removed by the next run once its sandbox is gone.
+None of them risks the machine: every workload lives in its own memory cgroup
+(``prodx.lab.scenarios.cgroups``, named after the sandbox, removed at teardown and at the next
+staging after a killed run) and caps its own allocation below that limit whatever happens; the
+swap file is small, private to the sandbox and swapped off at teardown before anything removes it.
 """
 
 from __future__ import annotations
 
 import os
-import signal
 import time
-from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from prodx.lab.framework import Needs, Scenario, profile_toml
-from prodx.lab.sandbox import BASE_DIR, PREFIX, LabError, Sandbox
+from prodx.lab.sandbox import LabError, Sandbox
+from prodx.lab.scenarios.cgroups import LabCgroup, cgroup_base, cgroup_unmet, make_cgroup, remove_stale_cgroups
 from prodx.lab.scenarios.common import child_python
 from prodx.probes.cpu import RUNAWAY_MIN_AGE_S, parse_loadavg, parse_psi
-from prodx.probes.memory import cgroup_mounts, parse_flat_keyed, parse_proc_cgroup
+from prodx.probes.memory import GROWTH_MIN_AGE_S, memory_pressure_high, parse_vmstat
 
 MIB = 1 << 20
-#: The worker's cgroup limit: far below what it tries to allocate.
+#: The OOM worker's cgroup limit: far below what it tries to allocate.
 MEMORY_LIMIT_BYTES = 32 * MIB
-#: The worker never allocates more than this, so a limit that failed to apply cannot hurt the host.
+#: The OOM worker never allocates more than this, so a limit that failed to apply cannot hurt the host.
 ALLOC_CAP_BYTES = 256 * MIB
+#: The leaking worker grows this fast ...
+LEAK_BYTES_S = 3 * MIB
+#: ... up to this much, inside a cgroup limited to LEAK_LIMIT_BYTES.
+LEAK_CAP_BYTES = 448 * MIB
+LEAK_LIMIT_BYTES = 640 * MIB
+#: The thrashing workload: THRASH_WORKERS workers with a working set of THRASH_SET_BYTES
+#: between them in a cgroup holding THRASH_LIMIT_BYTES of RAM, the rest in a swap file of
+#: SWAP_FILE_BYTES ...
+THRASH_WORKERS = 2
+THRASH_SET_BYTES = 128 * MIB
+#: Room for the interpreters and page tables besides the resident part of the set: with
+#: less, reclaim cannot keep up on a busy disk and the cgroup OOM-kills instead of thrashing.
+THRASH_LIMIT_BYTES = 48 * MIB
+SWAP_FILE_BYTES = 128 * MIB
+#: ... written at up to this many random pages a second (24 MiB/s each with 4 KiB pages: thrashing,
+#: not a disk benchmark; the disk's latency keeps it well below).
+THRASH_PAGES_S = 6144
+#: Staged once PSI memory pressure is this far clear of the thresholds the probe uses.
+THRASH_PSI_MARGIN = 1.2
 
 #: A PHP-FPM-like master: joins the cgroup, logs like php-fpm, forks one worker that allocates
 #: 1 MiB at a time (touching every page) until the kernel kills it, logs how it died, then idles.
@@ -59,6 +79,59 @@ while True:
     time.sleep(3600)
 """
 
+#: An app server master (lab-app-master) with four workers (lab-app-worker) forked from it, so
+#: they share its command line; worker 0 keeps every "request"'s 256 KiB (a leak) at
+#: argv[2] bytes a second up to argv[3], then holds it; the others stay small.
+_LEAKER = r"""
+import os, signal, sys, time
+procs, rate, cap = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+with open(procs, "w") as fh:
+    fh.write(str(os.getpid()))
+with open("/proc/self/comm", "w") as fh:
+    fh.write("lab-app-master")
+for n in range(4):
+    if os.fork() == 0:
+        with open("/proc/self/comm", "w") as fh:
+            fh.write("lab-app-worker")
+        if n:
+            while True:
+                signal.pause()
+        held, step, t0 = [], 262144, time.monotonic()
+        while len(held) * step < cap:
+            held.append(b"\x02" * step)
+            ahead = len(held) * step / rate - (time.monotonic() - t0)
+            if ahead > 0:
+                time.sleep(ahead)
+        while True:
+            signal.pause()
+while True:
+    signal.pause()
+"""
+
+#: A worker (named argv[4]) whose working set (argv[2] bytes, anonymous) no longer fits in its cgroup: it
+#: writes pages in a random order (as a heap or a cache is used, so swap readahead cannot
+#: guess the next one) at up to argv[3] pages a second; most writes fault a page back in from swap.
+_THRASHER = r"""
+import mmap, os, random, sys, time
+procs, size, rate = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+with open(procs, "w") as fh:
+    fh.write(str(os.getpid()))
+with open("/proc/self/comm", "w") as fh:
+    fh.write(sys.argv[4])
+buf = mmap.mmap(-1, size, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+page, i, t0 = mmap.PAGESIZE, 0, time.monotonic()
+pages, pick = size // page, random.Random(4).randrange
+for n in range(size // page):
+    buf[n * page] = 1
+while True:
+    for _ in range(64):
+        buf[pick(pages) * page] = (i % 255) + 1
+        i += 1
+    ahead = i / rate - (time.monotonic() - t0)
+    if ahead > 0:
+        time.sleep(ahead)
+"""
+
 #: A busy loop that names itself (argv[1]) so the evidence shows what it is.
 _BURN = r"""
 import sys
@@ -69,116 +142,31 @@ while True:
 """
 
 
-# ---- memory cgroups -----------------------------------------------------------------------
+def limit_memory(cg: LabCgroup, limit_bytes: int, swap_bytes: int = 0) -> None:
+    """Limit ``cg`` to ``limit_bytes`` of RAM and ``swap_bytes`` of swap; LabError unless it
+    reads back."""
+    if cg.version == 2:
+        cg.write("memory.max", limit_bytes)
+        if cg.has("memory.swap.max"):
+            cg.write("memory.swap.max", swap_bytes)
+        elif swap_bytes:
+            raise LabError(f"{cg.path}: no memory.swap.max (swap accounting is off in this kernel)")
+        got = cg.read("memory.max").strip()
+    else:
+        cg.write("memory.limit_in_bytes", limit_bytes)
+        # memsw (memory + swap) must be set after, and not below, the memory limit.
+        if cg.has("memory.memsw.limit_in_bytes"):
+            cg.write("memory.memsw.limit_in_bytes", limit_bytes + swap_bytes)
+        elif swap_bytes:
+            raise LabError(f"{cg.path}: no memory.memsw.limit_in_bytes (swap accounting is off in this kernel)")
+        got = cg.read("memory.limit_in_bytes").strip()
+    if not got.isdigit() or int(got) > limit_bytes:
+        raise LabError(f"memory limit on {cg.path} did not apply (reads {got!r})")
 
 
-@dataclass
-class MemCgroup:
-    """One memory cgroup this lab created, v1 or v2."""
-
-    path: Path
-    version: int
-
-    @property
-    def procs_file(self) -> Path:
-        return self.path / "cgroup.procs"
-
-    def set_limit(self, limit_bytes: int) -> None:
-        """Limit memory to ``limit_bytes`` with no swap; LabError unless it reads back."""
-        if self.version == 2:
-            (self.path / "memory.max").write_text(str(limit_bytes))
-            if (self.path / "memory.swap.max").exists():
-                (self.path / "memory.swap.max").write_text("0")
-            got = (self.path / "memory.max").read_text().strip()
-        else:
-            (self.path / "memory.limit_in_bytes").write_text(str(limit_bytes))
-            # memsw (memory + swap) must be set after, and not below, the memory limit.
-            if (self.path / "memory.memsw.limit_in_bytes").exists():
-                (self.path / "memory.memsw.limit_in_bytes").write_text(str(limit_bytes))
-            got = (self.path / "memory.limit_in_bytes").read_text().strip()
-        if not got.isdigit() or int(got) > limit_bytes:
-            raise LabError(f"memory limit on {self.path} did not apply (reads {got!r})")
-
-    def oom_kills(self) -> int:
-        name = "memory.events" if self.version == 2 else "memory.oom_control"
-        return parse_flat_keyed((self.path / name).read_text()).get("oom_kill", 0)
-
-    def pids(self) -> list[int]:
-        try:
-            return [int(x) for x in self.procs_file.read_text().split()]
-        except OSError:
-            return []
-
-    def remove(self) -> None:
-        """SIGKILL what is left inside (only processes we put there), then rmdir."""
-        deadline = time.monotonic() + 5.0
-        while self.path.exists():
-            for pid in self.pids():
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-            try:
-                self.path.rmdir()
-                return
-            except FileNotFoundError:
-                return
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-
-
-def _cgroup_base() -> tuple[Path | None, int, str]:
-    """Where a child memory cgroup can be made: (directory, version, "") or (None, 0, why not)."""
-    try:
-        mounts = cgroup_mounts(Path("/proc/self/mountinfo").read_text())
-        own = parse_proc_cgroup(Path("/proc/self/cgroup").read_text())
-    except OSError as exc:
-        return None, 0, f"cannot read the cgroup mounts ({exc})"
-    if "v2" in mounts:
-        root = Path(mounts["v2"][0])
-        try:
-            if "memory" in (root / "cgroup.subtree_control").read_text().split():
-                return root, 2, ""
-        except OSError:
-            pass
-    if "v1" in mounts and "memory" in own:
-        base = Path(mounts["v1"][0]) / own["memory"].lstrip("/")
-        if (base / "memory.limit_in_bytes").exists():
-            return base, 1, ""
-    return None, 0, ("needs a memory cgroup: cgroup2 at /sys/fs/cgroup has no memory controller enabled for its "
-                     "children and no cgroup v1 memory controller is mounted")
-
-
-def memcg_unmet() -> str | None:
-    """Why no memory cgroup can be made here, or None."""
-    base, _version, why = _cgroup_base()
-    if base is None:
-        return why
-    if not os.access(base, os.W_OK):
-        return f"cannot create cgroups under {base}"
-    return None
-
-
-def remove_stale_cgroups() -> None:
-    """Remove lab cgroups whose sandbox directory no longer exists (a killed run's)."""
-    base, version, _why = _cgroup_base()
-    if base is None:
-        return
-    for d in base.glob(PREFIX + "*"):
-        if d.is_dir() and not (BASE_DIR / d.name).exists():
-            MemCgroup(d, version).remove()
-
-
-def make_cgroup(sb: Sandbox) -> MemCgroup:
-    """A fresh memory cgroup named after the sandbox; LabError when none can be had."""
-    base, version, why = _cgroup_base()
-    if base is None:
-        raise LabError(why)
-    path = base / sb.root.name
-    path.mkdir()
-    return MemCgroup(path, version)
+def oom_kills(cg: LabCgroup) -> int:
+    """OOM kills the kernel counted in ``cg`` (v2 memory.events, v1 memory.oom_control)."""
+    return cg.counters("memory.events" if cg.version == 2 else "memory.oom_control").get("oom_kill", 0)
 
 
 # ---- scenarios ----------------------------------------------------------------------------
@@ -187,47 +175,203 @@ def make_cgroup(sb: Sandbox) -> MemCgroup:
 class OomKillWorker(Scenario):
     name = "memory-oom-kill"
     condition = "memory-oom"
-    description = (f"a PHP-FPM-like master (lab-fpm-master) runs in its own memory cgroup limited to "
-                   f"{MEMORY_LIMIT_BYTES // MIB} MiB without swap; its worker (lab-fpm-worker) allocates until the "
-                   "kernel's OOM killer kills it (SIGKILL); the master logs the death and stays")
+    #: None: cgroup v2 where the kernel offers its memory controller, else v1.
+    cgroup_version: ClassVar[int | None] = None
+    description = (f"a PHP-FPM-like master (lab-fpm-master) runs in its own memory cgroup (v2 where offered, else v1) "
+                   f"limited to {MEMORY_LIMIT_BYTES // MIB} MiB without swap; its worker (lab-fpm-worker) allocates until "
+                   "the kernel's OOM killer kills it (SIGKILL); the master logs the death and stays")
     symptoms = (
         "the site returns 502 Bad Gateway now and then",
         "PHP-FPM's log says a child exited on signal 9; the app's own log shows no error",
     )
-    needs = Needs(commands=(), kernel=(), check=memcg_unmet)
+    needs = Needs(commands=(), kernel=(), check=lambda: cgroup_unmet("memory"))
 
     def __init__(self) -> None:
         super().__init__()
-        self.cgroup: MemCgroup | None = None
+        self.cgroup: LabCgroup | None = None
         self.log: Path | None = None
 
     def setup(self, sb: Sandbox) -> None:
         remove_stale_cgroups()
-        self.cgroup = make_cgroup(sb)
-        self.cgroup.set_limit(MEMORY_LIMIT_BYTES)
+        self.cgroup = make_cgroup(sb, "memory", self.cgroup_version)
+        limit_memory(self.cgroup, MEMORY_LIMIT_BYTES)
         self.log = sb.write_text("php-fpm.log", "")
 
     def inject(self, sb: Sandbox) -> None:
         assert self.cgroup is not None and self.log is not None
-        before = self.cgroup.oom_kills()
+        before = oom_kills(self.cgroup)
         sb.spawn([child_python(), "-I", "-c", _MASTER, str(self.cgroup.procs_file), str(self.log), str(ALLOC_CAP_BYTES)],
                  log="master.out")
         deadline = time.monotonic() + 30
         while "exited" not in self.log.read_text() and time.monotonic() < deadline:
             time.sleep(0.05)
         text = self.log.read_text()
-        kills = self.cgroup.oom_kills() - before
+        kills = oom_kills(self.cgroup) - before
         if "exited on signal 9" not in text or kills < 1:
             raise LabError(f"the worker was not OOM-killed (cgroup oom_kill +{kills}); log: {text.strip()[-300:]}")
         self.injected.append(f"cgroup v{self.cgroup.version} {self.cgroup.path} limited to {MEMORY_LIMIT_BYTES // MIB} MiB; "
                              f"the kernel OOM-killed lab-fpm-worker ({kills} kill(s) counted)")
 
-    def teardown(self, sb: Sandbox) -> None:
-        if self.cgroup is not None:
-            self.cgroup.remove()
-
     def profile(self, sb: Sandbox) -> str:
         return profile_toml(name=f"lab-{self.name}", user="root", logs=[str(self.log)], services=["lab-fpm-master"])
+
+
+class OomKillWorkerV1(OomKillWorker):
+    name = "memory-oom-kill-v1"
+    cgroup_version = 1
+    description = (f"the same OOM kill in a cgroup v1 memory controller (memory.limit_in_bytes and "
+                   f"memory.memsw.limit_in_bytes {MEMORY_LIMIT_BYTES // MIB} MiB, memory.oom_control counting the kill), "
+                   "for hosts that still mount v1")
+    needs = Needs(commands=(), kernel=(), check=lambda: cgroup_unmet("memory", 1))
+
+
+class MemoryLeak(Scenario):
+    name = "memory-leak"
+    condition = "memory-leak"
+    description = (f"an app server master (lab-app-master) with four workers (lab-app-worker) in a memory cgroup "
+                   f"limited to {LEAK_LIMIT_BYTES // MIB} MiB; one worker keeps what every request allocated, "
+                   f"{LEAK_BYTES_S // MIB} MiB/s up to {LEAK_CAP_BYTES // MIB} MiB; staged once it has leaked for "
+                   f"{GROWTH_MIN_AGE_S + 5:.0f} s")
+    symptoms = (
+        "the site gets slower every hour and a restart fixes it for a while",
+        "one app worker uses far more memory than the others",
+    )
+    needs = Needs(commands=(), kernel=(), check=lambda: cgroup_unmet("memory"))
+    visible_without_profile = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cgroup: LabCgroup | None = None
+
+    def setup(self, sb: Sandbox) -> None:
+        remove_stale_cgroups()
+        self.cgroup = make_cgroup(sb, "memory")
+        limit_memory(self.cgroup, LEAK_LIMIT_BYTES)
+
+    def inject(self, sb: Sandbox) -> None:
+        assert self.cgroup is not None
+        sb.spawn([child_python(), "-I", "-c", _LEAKER, str(self.cgroup.procs_file), str(LEAK_BYTES_S), str(LEAK_CAP_BYTES)],
+                 log="app.out")
+        time.sleep(GROWTH_MIN_AGE_S + 5)
+        rss = sorted((worker_rss(pid), pid) for pid in self.cgroup.pids() if _comm(pid) == "lab-app-worker")
+        if len(rss) != 4 or rss[-1][0] < 8 * rss[0][0]:
+            raise LabError(f"the leaking worker did not outgrow its siblings: RSS {rss}")
+        self.injected.append(f"lab-app-worker pid {rss[-1][1]} holds {rss[-1][0] / MIB:.0f} MiB after "
+                             f"{GROWTH_MIN_AGE_S + 5:.0f} s, its 3 siblings {rss[0][0] / MIB:.0f}-{rss[-2][0] / MIB:.0f} MiB")
+
+    def profile(self, sb: Sandbox) -> str:
+        return profile_toml(name=f"lab-{self.name}", user="root", services=["lab-app-master"])
+
+
+class SwapThrashing(Scenario):
+    name = "swap-thrashing"
+    condition = "swap-thrashing"
+    description = (f"a {SWAP_FILE_BYTES // MIB} MiB swap file (this scenario's, swapped off at teardown) and "
+                   f"{THRASH_WORKERS} workers (lab-heap-XXXXXX, named after the sandbox) whose "
+                   f"{THRASH_SET_BYTES // MIB} MiB working set lives in a memory cgroup of {THRASH_LIMIT_BYTES // MIB} MiB: "
+                   f"they page in and out continuously (up to {THRASH_PAGES_S} random pages written a second each)")
+    symptoms = (
+        "everything is slow, but nothing errors and nothing was killed",
+        "vmstat shows si and so in the thousands",
+    )
+    needs = Needs(commands=(("mkswap", "util-linux"), ("swapon", "mount"), ("swapoff", "mount")),
+                  kernel=(("/proc/swaps", "swap support"),), check=lambda: _swap_unmet())
+    visible_without_profile = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cgroup: LabCgroup | None = None
+        self.swapfile: Path | None = None
+        #: Named after the sandbox: should the kernel ever OOM-kill one, the kill (kept in the
+        #: kernel log for a day) concerns this run only, not the next run's workers.
+        self.worker_name = ""
+
+    def setup(self, sb: Sandbox) -> None:
+        remove_stale_cgroups()
+        self.swapfile = sb.path("swapfile")
+        with open(self.swapfile, "wb") as fh:  # written, not sparse: swapon refuses files with holes
+            for _ in range(SWAP_FILE_BYTES // MIB):
+                fh.write(b"\0" * MIB)
+        os.chmod(self.swapfile, 0o600)
+        sb.swapon(self.swapfile)
+        self.cgroup = make_cgroup(sb, "memory")
+        limit_memory(self.cgroup, THRASH_LIMIT_BYTES, swap_bytes=SWAP_FILE_BYTES)
+
+    def inject(self, sb: Sandbox) -> None:
+        assert self.cgroup is not None
+        self.worker_name = "lab-heap-" + sb.root.name[-6:]
+        for i in range(THRASH_WORKERS):
+            sb.spawn([child_python(), "-I", "-c", _THRASHER, str(self.cgroup.procs_file),
+                      str(THRASH_SET_BYTES // THRASH_WORKERS), str(THRASH_PAGES_S), self.worker_name],
+                     log=f"worker-{i}.out")
+        # Until the working set is in swap and PSI's 10 s average shows the stalls (slower when
+        # the disk is busy with others' I/O).
+        deadline, psi, stalled, used = time.monotonic() + 60, {}, False, 0
+        time.sleep(8)
+        while time.monotonic() < deadline:
+            try:
+                psi = parse_psi(Path("/proc/pressure/memory").read_text())
+                stalled = memory_pressure_high(psi, THRASH_PSI_MARGIN)
+            except OSError:
+                stalled = True  # no PSI here: the swap-in rate alone can be waited for
+            used = swap_used_bytes(self.swapfile)
+            if stalled and used >= SWAP_FILE_BYTES // 2:
+                break
+            time.sleep(1)
+        first = parse_vmstat(Path("/proc/vmstat").read_text())
+        time.sleep(2)
+        second = parse_vmstat(Path("/proc/vmstat").read_text())
+        rate = (second["pswpin"] - first["pswpin"]) / 2
+        kills = oom_kills(self.cgroup)
+        some, full = psi.get("some", {}).get("avg10", 0.0), psi.get("full", {}).get("avg10", 0.0)
+        if rate < 1024 or used < SWAP_FILE_BYTES // 2 or not stalled or kills:
+            raise LabError(f"not thrashing: {rate:.0f} pages/s swapped in, {used / MIB:.0f} MiB of swap used, "
+                           f"PSI memory some/full avg10 {some:.1f}/{full:.1f} %, {kills} OOM kill(s) in the cgroup")
+        self.injected.append(f"{rate:.0f} pages/s swapped in; {used / MIB:.0f} of {SWAP_FILE_BYTES // MIB} MiB swap used; "
+                             f"tasks stalled on memory {some:.0f} % of the last 10 s, all of them {full:.0f} % (PSI); "
+                             f"cgroup v{self.cgroup.version} {self.cgroup.path} holds {THRASH_LIMIT_BYTES // MIB} MiB of RAM")
+
+    def profile(self, sb: Sandbox) -> str:
+        return profile_toml(name=f"lab-{self.name}", user="root", services=[self.worker_name])
+
+
+def _swap_unmet() -> str | None:
+    """Why the thrashing scenario cannot run here: no memory cgroup that can limit swap."""
+    why = cgroup_unmet("memory")
+    if why:
+        return why
+    base, version, _why = cgroup_base("memory")
+    assert base is not None
+    if version == 1 and not (base / "memory.memsw.limit_in_bytes").exists():
+        return "needs swap accounting in the memory cgroup (memory.memsw.*; boot with swapaccount=1)"
+    return None
+
+
+def swap_used_bytes(swapfile: Path | None) -> int:
+    """Bytes in use on ``swapfile`` per /proc/swaps (0 when it is not active)."""
+    for line in Path("/proc/swaps").read_text().splitlines()[1:]:
+        fields = line.split()
+        if swapfile is not None and fields and fields[0] == str(swapfile):
+            return int(fields[3]) * 1024
+    return 0
+
+
+def worker_rss(pid: int) -> int:
+    """VmRSS of ``pid`` in bytes (0 when gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
 
 
 def _cpus() -> int:
