@@ -68,7 +68,6 @@ def _vmstat(key: str) -> int:
 
 def _diagnosed_both_ways(lab, run) -> None:
     lab.assert_diagnosed(run)
-    lab.assert_diagnosed(run, profile=False)
 
 
 def _assert_oom_kill(cg, log: Path) -> None:
