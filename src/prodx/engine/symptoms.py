@@ -763,7 +763,7 @@ def _match_words(text: _Words, compiled: list[_Phrases], loose: bool, m: _Matche
 
 #: A sentence about a plan, a wish or the documentation states nothing about the host now.
 _IRREALIS = re.compile(
-    r"\b(?:plan(?:s|ned|ning)? to|going to|we'll|we will|i'll|i will|would like|want(?:s|ed)? to|need(?:s)? to"
+    r"\b(?:plan(?:s|ned|ning)? to|(?:we|i|they|you)(?:'re|'m| are| am)? going to|we'll|we will|i'll|i will|would like|want(?:s|ed)? to|need(?:s)? to"
     r"|should we|next (?:week|month|quarter|sprint|year)|tomorrow|someday|some day|documentation|documented"
     r"|wiki|handbook|explain|in theory|hypothetically)\b",
     re.IGNORECASE,
