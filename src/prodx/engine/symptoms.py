@@ -761,11 +761,15 @@ def _match_words(text: _Words, compiled: list[_Phrases], loose: bool, m: _Matche
     return found
 
 
-#: A sentence about a plan, a wish or the documentation states nothing about the host now.
+#: A sentence about a plan, a wish, a guess or the documentation states nothing about the host
+#: now.
 _IRREALIS = re.compile(
     r"\b(?:plan(?:s|ned|ning)? to|(?:we|i|they|you)(?:'re|'m| are| am)? going to|we'll|we will|i'll|i will|would like|want(?:s|ed)? to|need(?:s)? to"
     r"|should we|next (?:week|month|quarter|sprint|year)|tomorrow|someday|some day|documentation|documented"
-    r"|wiki|handbook|explain|in theory|hypothetically)\b",
+    r"|wiki|handbook|explain|in theory|hypothetically"
+    # a guess is not a fact: "first guesses were bigger logfiles", "we suspected the database"
+    r"|guess(?:es|ed)?|suspect(?:s|ed)?|assum(?:e|ed|ing)|first thought|thought it was|wonder(?:ed)?|maybe|perhaps"
+    r"|might be|could be|possibly)\b",
     re.IGNORECASE,
 )
 
