@@ -646,8 +646,13 @@ def _sizes(lowered: str) -> list[str]:
         amount = float(m.group(1).replace(",", "")) * (1024 if m.group(2).lower() == "t" else 1)
         if amount < 1:
             continue
-        window = lowered[max(0, m.start() - 80) : m.end() + 60]
-        out += [label for pattern, label in _SIZE_SUBJECTS if pattern.search(window)][:1]
+        start = max(0, m.start() - 80)
+        window = lowered[start : m.end() + 60]
+        # The thing named nearest to the size is what it measures ("laravel.log is 48G" in a
+        # sentence that also mentions a cache).
+        near = [(min(abs(start + h.start() - m.start()) for h in pattern.finditer(window)), label)
+                for pattern, label in _SIZE_SUBJECTS if pattern.search(window)]
+        out += [min(near)[1]] if near else []
     return out
 
 
