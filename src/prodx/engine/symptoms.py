@@ -104,7 +104,7 @@ _ERRNO_NUMBER = re.compile(
 )
 _ERRNO_NAME = re.compile(r"\bE[A-Z0-9]{2,14}\b")
 _CONNECT = re.compile(r"\bconnect(?:s|ing|ion|ions|ed)?\b|\bname_connect\b", re.IGNORECASE)
-_HTTP_CODE = re.compile(r"(?<![\d.,:/-])\b([45]\d\d)\b(?![.,:/]\d)(?!\s*%)")
+_HTTP_CODE = re.compile(r"(?<![\d.,:/-])\b([45]\d\d)s?\b(?![.,:/]\d)(?!\s*%)")
 #: A number followed by one of these is a quantity, not an HTTP status.
 _UNITS = frozenset(
     "processes process threads users clients connections requests ms s sec seconds minutes "
@@ -134,17 +134,26 @@ _SUBJECTS = {
     "disk": "disk", "used": "disk", "full": "disk", "filesystem": "disk", "partition": "disk", "df": "disk",
     "st": "steal", "steal": "steal", "%steal": "steal",
     "idle": "idle", "id": "idle", "%idle": "idle",
-    "util": "io", "%util": "io",
+    "util": "io", "%util": "io", "iuse": "inode", "iuse%": "inode",
 }
+#: top's header puts the number before its column: "%Cpu(s): 92.3 us, 1.2 id, 28.4 st".
+_TOP_FIELDS = re.compile(r"(\d+(?:\.\d+)?)\s+(us|id|wa|st)\b")
+_TOP_SUBJECT = {"us": "cpu", "id": "idle", "wa": "io", "st": "steal"}
+#: "every 15 min", "every 2 hours": a rhythm.
+_EVERY = re.compile(r"\bevery\s+\d+\s*(?:s|sec|secs|seconds|m|min|mins|minutes|h|hours?)\b", re.IGNORECASE)
+#: "var/cache takes 60% of the disk": a share of a filesystem and what takes it.
+_SHARE_OF_DISK = re.compile(r"(\d{2,3})\s*%\s+of\s+(?:the\s+)?(?:disk|space|filesystem|partition|volume)", re.IGNORECASE)
+#: "du -xsh / -> 18G" beside df's "49G used": what du counts against what df says is used.
+_DU_TOTAL = re.compile(r"\bdu\b[^\n]{0,40}?(\d+(?:\.\d+)?)\s*([gtm])\b", re.IGNORECASE)
 #: "st around 25-30", "the wa column is 40+", "%steal averaging 22": a vmstat/top/sar column
 #: named, then its value, without a percent sign.
-_COLUMN = re.compile(r"(?<![\w%])(%?steal|st|wa|%iowait|iowait|%idle|idle|%util)\b(?:\s+column)?[^\d%\n]{0,25}?(\d+(?:\.\d+)?)(?!\s*%)(?![\d.])", re.IGNORECASE)
+_COLUMN = re.compile(r"(?<![\w%])(%?steal|st|wa|%iowait|iowait|%idle|idle|%util|iuse%?)\b(?:\s+column)?[^\d%\n]{0,25}?(\d+(?:\.\d+)?)(?!\s*%)(?![\d.])", re.IGNORECASE)
 #: A CPU share above 100 % is one process using several cores ("mysqld at 390%").
 _PROCESS_SHARE = re.compile(r"(\d{3,4}(?:\.\d+)?)\s*%")
 #: "wc -l gives 350", "| wc -l: 2.3 million": a count someone took.
 _WC_COUNT = re.compile(r"wc -l\b[^\d\n]{0,30}?(\d[\d,.]*)\s*(million|m|k|thousand)?\b", re.IGNORECASE)
 #: "200G available", "20 GB free": space someone saw left.
-_FREE_AMOUNT = re.compile(r"(\d+(?:\.\d+)?)\s*([gt])i?b?\s+(?:still\s+)?(?:available|free|left)\b", re.IGNORECASE)
+_FREE_AMOUNT = re.compile(r"(\d+(?:\.\d+)?)\s*([gt])i?b?\s+(?:still\s+)?(?:available|avail|free|left)\b", re.IGNORECASE)
 #: A row of df: "tmpfs 99M 99M 0 100% /run", "/dev/sda1 20G 12G 7.0G 63% /".
 _DF_ROW = re.compile(r"(?:^|[\s:;])(?:/dev/\S+|tmpfs|overlay|udev|none|\S+:/\S*)\s+[\d.,]+[kmgtp]?i?b?\s+[\d.,]+[kmgtp]?i?b?"
                      r"\s+[\d.,]+[kmgtp]?i?b?\s+(\d{1,3})%", re.IGNORECASE)
@@ -171,7 +180,7 @@ _WAIT_WORDS = re.compile(r"\b(?:load|loads|loading|respond|responds|response|ret
                          r"wait|waits|waiting|latency|render|open|opens|serve|served|slow)\b", re.IGNORECASE)
 #: "the JSON log is 119 GB", "backups had taken over 100 GB": a size big enough to fill a disk,
 #: and the thing it is the size of.
-_SIZE = re.compile(r"(?<![\w.])(\d+(?:[.,]\d+)?)\s*([gt])i?b\b", re.IGNORECASE)
+_SIZE = re.compile(r"(?<![\w.])(\d+(?:[.,]\d+)?)\s*([gt])(?:i?b|igs?)?\b", re.IGNORECASE)
 _SIZE_SUBJECTS = (
     (re.compile(r"\b(?:bin-?logs?|binary logs?|wal|pg_wal|pg_xlog|ibdata1?|database files?|mysql data)\b", re.I), "huge database files"),
     (re.compile(r"\b(?:backups?|dumps?|archives?|snapshots|\.sql|\.tar|\.tgz)\b", re.I), "huge backups"),
@@ -181,7 +190,7 @@ _SIZE_SUBJECTS = (
 #: "millions of files", "more than 160k files": how many files a folder holds.
 _FILE_COUNT = re.compile(r"(?:(\d[\d,.]*)\s*(k|m|million|thousand)?|(millions|hundreds of thousands))\s+(?:of\s+)?(?:small\s+|session\s+|cache\s+|tiny\s+)?files\b", re.I)
 #: "went from 6.2 GiB to 11.0 GiB": memory that grew.
-_FROM_TO = re.compile(r"\bfrom\s+(\d+(?:\.\d+)?)\s*([kmgt])i?b?\s+to\s+(\d+(?:\.\d+)?)\s*([kmgt])i?b?\b", re.I)
+_FROM_TO = re.compile(r"\bfrom\s+(\d+(?:\.\d+)?)\s*([kmgt])i?b?(?:\s+[a-z]+){0,3}\s+to\s+(\d+(?:\.\d+)?)\s*([kmgt])i?b?\b", re.I)
 #: "2,903 screen processes", "387 copies of the script": how many of one thing run.
 _PROCESS_COUNT = re.compile(r"(?<![\w.])(\d{1,3}(?:,\d{3})+|\d+)\s+(?:[\w'\"./-]+\s+){0,2}?"
                             r"(?:processes|process copies|children|instances|copies)\b", re.IGNORECASE)
@@ -540,6 +549,12 @@ def quantities(sentence: str) -> list[str]:
     ['rebooted recently', 'packet loss']
     >>> quantities("the 16 GB instance has less than 300 MB of memory available")
     ['memory full']
+    >>> quantities("top: %Cpu(s): 92.3 us,  6.1 sy,  1.2 id,  28.4 st")
+    ['high cpu', 'high steal']
+    >>> quantities("df: /dev/sda1 50G 49G 1G 98% /   but   du -xsh / -> 18G")
+    ['disk full', 'du and df disagree']
+    >>> quantities("var/cache and var/page_cache take 60% of the disk")
+    ['huge cache']
     """
     out: list[str] = []
     lowered = re.sub(r"(\d)\s*(?:percent|pct)\b", r"\1%", re.sub(r"(\d)\s+%", r"\1%", sentence.lower()))
@@ -567,6 +582,8 @@ def quantities(sentence: str) -> list[str]:
         pm = _PERCENT.fullmatch(w.strip("(),;:~"))
         if not pm or (i and words[i - 1] == "from"):  # "from 60% to 95%": where it ended counts
             continue
+        if words[i + 1 : i + 2] == ["of"]:  # "60% of the disk" is a share, not a use
+            continue
         value = float(pm.group(1))
         stripped = [x.strip("(),;:~") for x in words]
         subject = _subject(stripped, i)
@@ -591,6 +608,24 @@ def quantities(sentence: str) -> list[str]:
     if any(int(m.group(1).replace(",", "")) >= 100 for m in _PROCESS_COUNT.finditer(lowered)):
         out.append("many processes")
     out += _sizes(lowered)
+    if re.search(r"%cpu|\btop\b", lowered):
+        for m in _TOP_FIELDS.finditer(lowered):
+            value, field = float(m.group(1)), m.group(2)
+            if field != "us" or value >= 90:  # user time alone says nothing when low (sy may be high)
+                out += _judge(_TOP_SUBJECT[field], value, "")
+    if _EVERY.search(lowered):
+        out.append("every few minutes")
+    for m in _SHARE_OF_DISK.finditer(lowered):
+        if int(m.group(1)) >= 50:
+            near = [(abs(h.start() - m.start()), label) for pattern, label in _SIZE_SUBJECTS
+                    for h in pattern.finditer(lowered[max(0, m.start() - 80) : m.start()])]
+            out += [min(near)[1]] if near else []
+    du = _DU_TOTAL.search(lowered)
+    if du and "df" in lowered:
+        du_gb = float(du.group(1)) / (1024 if du.group(2).lower() == "m" else 1) * (1024 if du.group(2).lower() == "t" else 1)
+        used = [float(m.group(1)) for m in re.finditer(r"(\d+(?:\.\d+)?)\s*g\s+(?:used\b)?", lowered[: du.start()])]
+        if used and max(used) >= 1.5 * du_gb + 1:
+            out.append("du and df disagree")
     for m in _RISE.finditer(lowered):
         low, high = float(m.group(1)), float(m.group(3))
         before = lowered[max(0, m.start() - 60) : m.start()].split()
@@ -621,6 +656,8 @@ def quantities(sentence: str) -> list[str]:
             out += ["many processes"] if count >= 100 else []
         elif count >= 100_000:
             out.append("huge number of files")
+    if re.search(r"no space left|enospc|disk (?:is )?full", lowered) and "disk has space" in out:
+        out.append("df shows free")
     for m in _FREE_AMOUNT.finditer(lowered):
         if float(m.group(1)) >= 1:
             out.append("df shows free" if re.search(r"no space left|enospc|disk (?:is )?full", lowered) else "disk has space")
@@ -664,6 +701,8 @@ def _judge(subject: str, pct: float, context: str) -> list[str]:
     if subject == "io":
         return ["high iowait"] if pct >= 20 else ["low iowait"] if pct <= 5 else []
     if subject == "mem":
+        if any(w in context for w in ("avail", "free")):  # "MemAvailable below 4%": what is left
+            return ["memory full"] if pct <= 10 else ["memory not full"] if pct >= 30 else []
         return ["memory full"] if pct >= 90 else ["memory not full"] if pct <= 70 else []
     if subject == "swap":
         return ["heavy swapping"] if pct >= 50 else []
@@ -773,8 +812,8 @@ _IRREALIS = re.compile(
     r"|should we|next (?:week|month|quarter|sprint|year)|tomorrow|someday|some day|documentation|documented"
     r"|wiki|handbook|explain|in theory|hypothetically"
     # a guess is not a fact: "first guesses were bigger logfiles", "we suspected the database"
-    r"|guess(?:es|ed)?|suspect(?:s|ed)?|assum(?:e|ed|ing)|first thought|thought it was|wonder(?:ed)?|maybe|perhaps"
-    r"|might be|could be|possibly)\b",
+    r"|guess(?:es|ed)?|suspect(?:s|ed)?|assum(?:e|ed|ing)|first thought|thought it was|wonder(?:ed)?|maybe"
+    r"|might be|could be)\b",
     re.IGNORECASE,
 )
 
@@ -884,8 +923,12 @@ def _match_text(text: str, compiled: list[_Phrases], m: _Matcher, kb: KnowledgeB
     found: dict[str, FindingState] = signature_hits(text, kb)
     leftovers: list[str] = []
     for sentence in _sentences(text):
-        if _IRREALIS.search(sentence):
-            leftovers.append(sentence)
+        # A plan or a guess in one clause says nothing, but the facts beside it still count.
+        guesses = [c for c in _CLAUSE.split(sentence) if c and _IRREALIS.search(c)]
+        leftovers += [c.strip() for c in guesses]
+        for clause in guesses:
+            sentence = sentence.replace(clause, " ")
+        if not sentence.strip(" ,;"):
             continue
         sentence_hits = _match_words(m.cut(sentence), compiled, False, m)
         extra = [*quoted(sentence), *errno_texts(sentence), *denied_connects(sentence), *http_codes(sentence),
