@@ -83,7 +83,7 @@ def test_session_dont_know_leaves_differential_unchanged_and_is_not_asked_again(
 def test_session_leader_past_confidence_is_done(kb):
     session = Session(kb, start_findings(kb), confidence=0.8)
     assert session.done() is None
-    for fid in ("symptom.log_hog", "symptom.disk_filling", "symptom.no_space_error"):
+    for fid in ("symptom.log_hog", "symptom.disk_filling", "symptom.no_space_error", "symptom.log_cut_off"):
         if fid in kb.findings:
             session.answer(fid, FindingState.PRESENT)
     leader = session.differential().leader
