@@ -110,3 +110,28 @@ def test_netfs_probe_with_processes_blocked_on_a_dead_share_reports_them_stuck(d
     stuck = out["netfs.processes_stuck"]
     assert stuck.state is FindingState.PRESENT
     assert {c.pid for c in clients} <= {p["pid"] for p in stuck.evidence["processes"]}
+
+
+def _woken_sleeper(tmp_path: Path, *, is_root: bool) -> FixtureHost:
+    """A process seen in state D whose wait channel then reads "0" (a fixture host)."""
+    (tmp_path / "root/proc/self").mkdir(parents=True)
+    (tmp_path / "root/proc/self/mountinfo").write_text(NFS_MOUNTINFO)
+    (tmp_path / "root/proc/4242").mkdir(parents=True)
+    (tmp_path / "root/proc/4242/stat").write_text("4242 (php-fpm) D 1 4242 4242 0 -1 4194560 " + "0 " * 40 + "\n")
+    (tmp_path / "root/proc/4242/wchan").write_text("0")
+    (tmp_path / "host.json").write_text(json.dumps({
+        "hostname": "web1", "now": 1.8e9, "is_root": is_root,
+        "processes": [{"pid": 4242, "name": "php-fpm", "cmdline": ["php-fpm: pool www"]}],
+        "commands": [{"argv": ["dmesg"], "returncode": 0, "stdout": "", "stderr": ""}]}))
+    return FixtureHost(tmp_path)
+
+
+def test_netfs_probe_as_root_takes_a_zero_wait_channel_for_a_task_that_woke(tmp_path) -> None:
+    """Root reads every sleeper's wait channel, so "0" means the task ran again (a swap-in
+    done): it is not stuck, and the finding is absent rather than unknown."""
+    assert _run(_woken_sleeper(tmp_path, is_root=True))["netfs.processes_stuck"].state is FindingState.ABSENT
+
+
+def test_netfs_probe_unprivileged_says_a_hidden_wait_channel_is_unknown(tmp_path) -> None:
+    f = _run(_woken_sleeper(tmp_path, is_root=False))["netfs.processes_stuck"]
+    assert f.state is FindingState.UNKNOWN and "wait channel is unreadable" in f.reason

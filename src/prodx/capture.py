@@ -334,7 +334,8 @@ def run_capture(output: str, **options: Any) -> int:
         ), host=recorder)
     except (KBError, ProfileError) as exc:
         return fail(str(exc), ExitStatus.USAGE_ERROR)
-    summary = {"differential": [[p.condition, p.probability] for p in result.differential.ranked]}
+    summary = {"differential": [[p.condition, p.probability] for p in result.differential.ranked],
+               "findings": {f.id: f.state.value for f in result.findings}}
     try:
         if output == "-":
             manifest = write_archive(recorder, sys.stdout.buffer, profile_text=profile_text, options=opts, summary=summary)

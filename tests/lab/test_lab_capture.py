@@ -65,7 +65,10 @@ def test_lab_capture_of_an_injected_fault_replays_after_teardown_with_the_same_d
     replay = subprocess.run([sys.executable, "-m", "prodx", "diagnose", "--json", "--from", str(archive)],
                             check=False, capture_output=True, text=True, timeout=180)
     assert replay.returncode in (0, 1), replay.stderr[-2000:]
-    lead = json.loads(replay.stdout)["differential"][0]
+    replayed = json.loads(replay.stdout)
+    states = {f["id"]: f["state"] for f in replayed["findings"]}
+    assert {k: v for k, v in states.items() if manifest["result"]["findings"].get(k) != v} == {}
+    lead = replayed["differential"][0]
     assert lead["condition"] == captured[0][0]
     assert lead["probability"] == pytest.approx(captured[0][1], abs=1e-4)
 

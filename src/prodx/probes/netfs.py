@@ -179,7 +179,9 @@ class NetworkFilesystemsProbe(Probe):
         for p in blocked:
             wchan = _wchan(ctx, p.info.pid)
             if wchan is None:
-                if p.stat.state == "D":
+                # Root reads every sleeper's wait channel: "0" then means the task woke (a
+                # page-in done) between the two reads, not that its wait is hidden.
+                if p.stat.state == "D" and not ctx.host.is_root:
                     unreadable += 1
                 continue
             if is_netfs_wait(p.stat.state, wchan):

@@ -265,7 +265,8 @@ class MemoryLeak(Scenario):
 
 class SwapThrashing(Scenario):
     name = "swap-thrashing"
-    condition = "swap-thrashing"
+    condition = "limit-thrashing"
+    accept = ("swap-thrashing",)
     description = (f"a {SWAP_FILE_BYTES // MIB} MiB swap file (this scenario's, swapped off at teardown) and "
                    f"{THRASH_WORKERS} workers (lab-heap-XXXXXX, named after the sandbox) whose "
                    f"{THRASH_SET_BYTES // MIB} MiB working set lives in a memory cgroup of {THRASH_LIMIT_BYTES // MIB} MiB: "
