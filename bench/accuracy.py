@@ -28,6 +28,11 @@ P ≥ 0.9 anywhere.
     python bench/accuracy.py --cases-only --set tuning --set shared
     sudo python bench/accuracy.py --lab-only --scenario disk-full --scenario quota
     sudo python bench/accuracy.py --json /tmp/accuracy.json
+    sudo python bench/accuracy.py --independent       # the same with evidence groups off
+
+``--independent`` is the "before" of the evidence groups (README, "Correlated evidence"):
+the KB's groups are dropped and every finding counts as independent evidence, as before
+issue 8. Every diagnosis then runs in this process (the lab's too, so times are not shown).
 """
 
 from __future__ import annotations
@@ -91,8 +96,35 @@ def diagnose(args: list[str]) -> tuple[dict[str, Any] | None, float, str]:
         return None, wall, f"bad JSON: {exc}"
 
 
-def run_lab(names: list[str]) -> list[Outcome]:
-    """Stage and diagnose each scenario (all when ``names`` is empty); a row per diagnosis."""
+def bench_kb(independent: bool) -> Any:
+    """The built-in KB; with ``independent`` its evidence groups dropped (every finding counts
+    on its own)."""
+    from prodx.kb.loader import load_kb
+
+    kb = load_kb()
+    if independent:
+        kb.groups.clear()
+        kb.group_of.clear()
+    return kb
+
+
+def diagnose_in_process(profile: str, kb: Any) -> tuple[dict[str, Any] | None, float, str]:
+    """The lab's diagnosis in this process with ``kb``: (JSON document or None, wall seconds, error)."""
+    from prodx.diagnosis import DiagnoseOptions
+    from prodx.diagnosis import diagnose as run_diagnosis
+    from prodx.report.diagnosis_json import to_document
+
+    start = time.perf_counter()
+    try:
+        doc = to_document(run_diagnosis(DiagnoseOptions(profile_path=profile), kb=kb))
+    except Exception as exc:  # noqa: BLE001 - a crash is a miss, and the bench goes on
+        return None, time.perf_counter() - start, f"{type(exc).__name__}: {exc}"
+    return doc, time.perf_counter() - start, ""
+
+
+def run_lab(names: list[str], kb: Any = None) -> list[Outcome]:
+    """Stage and diagnose each scenario (all when ``names`` is empty); a row per diagnosis.
+    With ``kb`` the diagnoses run in this process with it, not as `prodx diagnose` children."""
     from prodx.lab import LabError, all_scenarios, staged
 
     scenarios = all_scenarios()
@@ -114,8 +146,11 @@ def run_lab(names: list[str]) -> list[Outcome]:
         try:
             with staged(scenario) as run:
                 for variant, with_profile in variants:
-                    argv = ["diagnose", "--json"] + (["--profile", str(run.profile_path)] if with_profile else [])
-                    doc, wall, error = diagnose(argv)
+                    if kb is not None:
+                        doc, wall, error = diagnose_in_process(str(run.profile_path) if with_profile else "", kb)
+                    else:
+                        argv = ["diagnose", "--json"] + (["--profile", str(run.profile_path)] if with_profile else [])
+                        doc, wall, error = diagnose(argv)
                     rows.append(outcome("lab", name, variant, scenario.accepted, doc, seconds=wall, error=error))
                     progress(f"[{i}/{len(selected)}] {name} ({variant}): {rows[-1].leader or error} "
                              f"{rows[-1].probability:.2f} in {wall:.2f} s")
@@ -126,18 +161,17 @@ def run_lab(names: list[str]) -> list[Outcome]:
     return out
 
 
-def run_cases(directory: Path, name: str) -> list[Outcome]:
+def run_cases(directory: Path, name: str, kb: Any = None) -> list[Outcome]:
     """Diagnose each case of a folder from its words alone, with and without its observations;
     a row per case and variant. Runs in this process: the words are all there is to diagnose."""
     from prodx.diagnosis import DiagnoseOptions
     from prodx.diagnosis import diagnose as run_diagnosis
-    from prodx.kb.loader import load_kb
     from prodx.report.diagnosis_json import to_document
 
     cases = load_cases(directory)
     if not cases:
         raise SystemExit(f"accuracy: no cases in {directory}")
-    kb = load_kb()
+    kb = kb if kb is not None else bench_kb(False)
     out = []
     for i, case in enumerate(cases, 1):
         for variant, with_observations in CASE_VARIANTS:
@@ -158,12 +192,13 @@ def by_variant(rows: list[Outcome], variant: str) -> list[Outcome]:
     return [o for o in rows if o.variant == variant]
 
 
-def report(lab: list[Outcome], cases: dict[str, list[Outcome]], *, lab_ran: bool, show_heldout: bool) -> str:
+def report(lab: list[Outcome], cases: dict[str, list[Outcome]], *, lab_ran: bool, show_heldout: bool,
+           timed: bool = True) -> str:
     lines: list[str] = []
     if lab_ran:
         lines += ["== Lab scenarios (real faults, prodx diagnose with and without the profile) ==",
                   outcome_table(lab), ""]
-        lines += summary_lines("Lab", summarize(lab), timed=True)
+        lines += summary_lines("Lab", summarize(lab), timed=timed)
         lines += ["", "== Calibration over the lab runs =="] + calibration_lines(lab) + [""]
     for name, rows in cases.items():
         title = CASE_SETS[name][1] if name in CASE_SETS else name
@@ -202,6 +237,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--show-heldout", action="store_true",
                         help="Print the held-out half's rows too (for the final report, not for tuning).")
     parser.add_argument("--json", type=Path, metavar="FILE", help="Also save every row and the figures as JSON.")
+    parser.add_argument("--independent", action="store_true",
+                        help="Evidence groups off: every finding counts on its own (the 'before' of the groups).")
     args = parser.parse_args(argv)
     lab_ran, cases_ran = not args.cases_only, not args.lab_only and not args.scenario
     if lab_ran and os.geteuid() != 0:
@@ -214,17 +251,18 @@ def main(argv: list[str] | None = None) -> int:
     cases: dict[str, list[Outcome]] = {}
     interrupted = False
     try:
+        kb = bench_kb(args.independent)
         if lab_ran:
-            lab = run_lab(args.scenario)
+            lab = run_lab(args.scenario, kb if args.independent else None)
         if cases_ran:
             for name, directory in sets.items():
-                cases[name] = run_cases(directory, name)
+                cases[name] = run_cases(directory, name, kb)
     except KeyboardInterrupt:
         interrupted = True
         print("accuracy: interrupted; the figures below cover the runs that finished", file=sys.stderr)
-    print(report(lab, cases, lab_ran=lab_ran, show_heldout=args.show_heldout), end="")
+    print(report(lab, cases, lab_ran=lab_ran, show_heldout=args.show_heldout, timed=not args.independent), end="")
     if args.json:
-        doc: dict[str, Any] = {"schema": "prodx.accuracy/2", "interrupted": interrupted,
+        doc: dict[str, Any] = {"schema": "prodx.accuracy/2", "interrupted": interrupted, "independent": args.independent,
                                "lab": {"rows": [o.as_dict() for o in lab], **figures(lab)}}
         for name, rows in cases.items():
             doc[name] = {"rows": [o.as_dict() for o in rows],
