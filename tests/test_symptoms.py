@@ -122,6 +122,13 @@ def test_symptom_number_with_a_unit_is_not_an_http_code(kb, text):
         ("memory at 97%", "symptom.memory_high", FindingState.PRESENT),
         ("df -ih: 1.6M inodes, 1.6M used, 8 free (100%)", "symptom.inodes_full", FindingState.PRESENT),
         ("/var has 0 bytes free", "symptom.no_space_error", FindingState.PRESENT),
+        # A course over time: where it ended counts, and a climb is growth.
+        ("40% RAM at launch; nine hours later about 60%, then it approaches 100%", "symptom.memory_high",
+         FindingState.PRESENT),
+        ("40% RAM at launch; nine hours later about 60%, then it approaches 100%", "symptom.memory_grows",
+         FindingState.PRESENT),
+        ("the disk was at 70%, then 85%, now at 97%", "symptom.disk_filling", FindingState.PRESENT),
+        ("memory at 95% after the import, then 40% once it finished", "symptom.memory_high", FindingState.ABSENT),
     ],
 )
 def test_symptom_quantity_maps_to_what_it_means(kb, text, fid, state):
@@ -207,3 +214,19 @@ def test_symptom_some_is_a_meaningful_word_not_a_stopword(kb):
     every, _ = _states(kb, "every client request fails")
     assert some.get("symptom.intermittent") is FindingState.PRESENT
     assert "symptom.intermittent" not in every
+
+
+@pytest.mark.parametrize("text", ["The MySQL service keeps stopping", "the app keeps going down",
+                                  "php-fpm keeps crashing every few hours"])
+def test_symptom_something_that_keeps_failing_is_recurring(kb, text):
+    states, _ = _states(kb, text)
+    assert states.get("symptom.recurring") is FindingState.PRESENT
+
+
+def test_symptom_quantity_examples_in_the_docstrings_hold():
+    import doctest
+
+    import prodx.engine.symptoms
+
+    failures, tried = doctest.testmod(prodx.engine.symptoms)
+    assert tried > 0 and failures == 0

@@ -160,6 +160,12 @@ _DF_ROW = re.compile(r"(?:^|[\s:;])(?:/dev/\S+|tmpfs|overlay|udev|none|\S+:/\S*)
 #: Subject words that start compound metric names (CloudWatch's CPUUtilization, MemoryUsage).
 _COMPOUND_SUBJECTS = ("cpu", "memory", "mem", "swap", "disk", "inode", "iowait")
 #: "from 60% to 95%", "rps jumped from 50 to 2000": a measure that rose.
+#: Words that make a sentence's numbers a course over time ("then", "later", "climbs to").
+_TIME_COURSE = re.compile(r"\b(?:then|later|afterwards|after (?:a|an|one|two|three|a few|several|\d+) \w+|"
+                          r"climb\w*|rises|rose|grows|grew|creeps?|crept|approach\w*|increas\w*|now at)\b")
+#: How far a run of readings must climb to say it grows, and what it then says.
+_RUN_RISE = {"mem": 15.0, "disk": 10.0}
+_RUN_LABEL = {"mem": "memory grows", "disk": "disk usage rising"}
 _RISE = re.compile(r"\bfrom\s+~?(\d+(?:\.\d+)?)\s*(%?)\s*(?:/s)?\s*to\s+~?(\d+(?:\.\d+)?)\s*(%?)", re.IGNORECASE)
 _TRAFFIC_WORDS = re.compile(r"\b(?:rps|qps|req/s|requests?|traffic|visitors|users online|guests|hits|connections)\b", re.IGNORECASE)
 #: "up 3:12", "up 7 min": uptime of a freshly booted host.
@@ -529,6 +535,8 @@ def quantities(sentence: str) -> list[str]:
     ['huge log file']
     >>> quantities("/var/lib/php5 contained millions of files; app/cache holds more than 160k files")
     ['huge number of files']
+    >>> quantities("RAM at 40% after launch, 60% nine hours later, then it approaches 100%")
+    ['memory grows', 'memory full']
     >>> quantities("virtual memory went from 6.2 GiB to 11.0 GiB and never came down")
     ['memory grows']
     >>> quantities("vmstat: st around 25-30; top shows 95% us, 0% idle")
@@ -578,6 +586,7 @@ def quantities(sentence: str) -> list[str]:
     else:
         lowered_rest = lowered
     words = lowered_rest.replace("%", "% ").split()
+    readings: list[tuple[str, float, str]] = []
     for i, w in enumerate(words):
         pm = _PERCENT.fullmatch(w.strip("(),;:~"))
         if not pm or (i and words[i - 1] == "from"):  # "from 60% to 95%": where it ended counts
@@ -589,7 +598,8 @@ def quantities(sentence: str) -> list[str]:
         subject = _subject(stripped, i)
         if subject == "disk" and any(_SUBJECTS.get(x) == "inode" for x in stripped):
             subject = "inode"  # "1.6M inodes, 1.6M used, 8 free (100%)": df -i's use
-        out += _judge(subject, value, " ".join(words[max(0, i - 4) : i + 3]))
+        readings.append((subject, value, " ".join(words[max(0, i - 4) : i + 3])))
+    out += _judge_readings(readings, _TIME_COURSE.search(lowered) is not None)
     for m in _OF_TOTAL.finditer(sentence):
         part = float(m.group(1)) * 1024 ** _UNIT_FACTOR[m.group(2).lower()]
         whole = float(m.group(3)) * 1024 ** _UNIT_FACTOR[m.group(4).lower()]
@@ -674,6 +684,28 @@ def quantities(sentence: str) -> list[str]:
         if _subject(lowered[: m.start()].split()[-6:] + ["x"], 5) == "mem" and after >= 1.5 * before:
             out.append("memory grows")
     return list(dict.fromkeys(out))
+
+
+def _judge_readings(readings: list[tuple[str, float, str]], over_time: bool) -> list[str]:
+    """What the percentages of one sentence mean. Told as a course over time ("40% RAM at
+    launch, nine hours later 60%, then it approaches 100%"), they are one measure: a reading
+    with no subject of its own continues the one before, only the last says where it stands,
+    and a run that climbs says it grows."""
+    if not over_time or len(readings) < 2:
+        return [label for subject, value, context in readings for label in _judge(subject, value, context)]
+    runs: dict[str, list[tuple[float, str]]] = {}
+    subject = ""
+    for own, value, context in readings:
+        subject = own or subject
+        runs.setdefault(subject, []).append((value, context))
+    out = []
+    for subject, run in runs.items():
+        values = [v for v, _c in run]
+        rise = values[-1] - values[0]
+        if len(values) >= 2 and values == sorted(values) and rise >= _RUN_RISE.get(subject, 1e9):
+            out.append(_RUN_LABEL[subject])
+        out += _judge(subject, *run[-1])
+    return out
 
 
 def _sizes(lowered: str) -> list[str]:
@@ -948,6 +980,11 @@ def _match_text(text: str, compiled: list[_Phrases], m: _Matcher, kb: KnowledgeB
             if not hits and not (len(clauses) == 1 and sentence_hits):
                 leftovers.append(clause)
             found.update(hits)
+    if len(_sentences(text)) > 1 and _TIME_COURSE.search(text.lower()):
+        # A course told over several sentences ("40% RAM at launch; nine hours later 60%"):
+        # its readings are judged together, and where it ended wins.
+        for piece in quantities(_SENTENCE.sub(", ", text)):
+            found.update(_match_words(m.cut(piece), compiled, True, m))
     return found, leftovers
 
 
