@@ -230,3 +230,21 @@ def test_symptom_quantity_examples_in_the_docstrings_hold():
 
     failures, tried = doctest.testmod(prodx.engine.symptoms)
     assert tried > 0 and failures == 0
+
+
+@pytest.mark.parametrize(
+    ("text", "fid", "state"),
+    [
+        # "slow, CPU" holds the letters of "low cpu", not its words.
+        ("the VPS gets slow, CPU load goes through the roof", "symptom.cpu_high", None),
+        ("cpu is low", "symptom.cpu_high", FindingState.ABSENT),
+        # A response that "came back as 502" is an answer, not a recurrence.
+        ("Requests came back as 502 instead of the expected status", "symptom.recurring", None),
+        ("the problem came back", "symptom.recurring", FindingState.PRESENT),
+        ("this is the first time", "symptom.recurring", FindingState.ABSENT),
+        ("down again, and not for the first time", "symptom.recurring", FindingState.PRESENT),
+    ],
+)
+def test_symptom_denial_words_are_whole_words_said_as_they_are(kb, text, fid, state):
+    states, _ = _states(kb, text)
+    assert states.get(fid) is state
