@@ -248,3 +248,23 @@ def test_symptom_quantity_examples_in_the_docstrings_hold():
 def test_symptom_denial_words_are_whole_words_said_as_they_are(kb, text, fid, state):
     states, _ = _states(kb, text)
     assert states.get(fid) is state
+
+
+@pytest.mark.parametrize(
+    ("text", "fid", "state"),
+    [
+        # "starts failing" says something began; nothing failed to start.
+        ("A storage server backed by S3 starts failing requests", "symptom.service_wont_start", None),
+        ("nginx fails to start", "symptom.service_wont_start", FindingState.PRESENT),
+        # A clock that is minutes slow is an offset, not a slow site.
+        ("the server's clock is just over 15 minutes slow", "symptom.slow", None),
+        ("the server's clock is just over 15 minutes slow", "symptom.clock_wrong", FindingState.PRESENT),
+        ("pages take 10 seconds to load", "symptom.slow", FindingState.PRESENT),
+        # A restart after which it works again was the remedy, not the onset.
+        ("After a server restart it works again", "symptom.after_reboot", FindingState.ABSENT),
+        ("it broke after the reboot", "symptom.after_reboot", FindingState.PRESENT),
+    ],
+)
+def test_symptom_words_that_look_alike_but_say_another_thing(kb, text, fid, state):
+    states, _ = _states(kb, text)
+    assert states.get(fid) is state

@@ -184,6 +184,8 @@ _DURATION = re.compile(
 )
 _WAIT_WORDS = re.compile(r"\b(?:load|loads|loading|respond|responds|response|return|returns|answer|answers|take|takes|took|"
                          r"wait|waits|waiting|latency|render|open|opens|serve|served|slow)\b", re.IGNORECASE)
+#: A duration near these is a clock's offset ("the clock is 15 minutes slow"), not a wait.
+_CLOCK_WORDS = re.compile(r"\b(?:clock|clocks|ntp|skew|skewed|drift|drifted|behind|ahead|time ?zone)\b", re.IGNORECASE)
 #: "the JSON log is 119 GB", "backups had taken over 100 GB": a size big enough to fill a disk,
 #: and the thing it is the size of.
 _SIZE = re.compile(r"(?<![\w.])(\d+(?:[.,]\d+)?)\s*([gt])(?:i?b|igs?)?\b", re.IGNORECASE)
@@ -613,7 +615,8 @@ def quantities(sentence: str) -> list[str]:
     for m in _DURATION.finditer(lowered):
         amount = float(m.group(1)) if m.group(1)[0].isdigit() else _WORD_NUMBERS[m.group(1)]
         seconds = amount * (60 if m.group(2).startswith("m") else 1)
-        if seconds >= 5 and _WAIT_WORDS.search(lowered[max(0, m.start() - 40) : m.end() + 30]):
+        window = lowered[max(0, m.start() - 40) : m.end() + 30]
+        if seconds >= 5 and _WAIT_WORDS.search(window) and not _CLOCK_WORDS.search(window):
             out.append("slow")
     if any(int(m.group(1).replace(",", "")) >= 100 for m in _PROCESS_COUNT.finditer(lowered)):
         out.append("many processes")
