@@ -262,6 +262,12 @@ def test_symptom_denial_words_are_whole_words_said_as_they_are(kb, text, fid, st
         ("pages take 10 seconds to load", "symptom.slow", FindingState.PRESENT),
         # A restart after which it works again was the remedy, not the onset.
         ("After a server restart it works again", "symptom.after_reboot", FindingState.ABSENT),
+        # "Off and on" is intermittent; only turning a machine off and on is a power cycle.
+        ("the errors are intermittent, on and off", "symptom.restart_helped", None),
+        ("the errors are intermittent, on and off", "symptom.intermittent", FindingState.PRESENT),
+        ("restarting the server makes it fast again", "symptom.restart_helped", FindingState.PRESENT),
+        ("every attempt came back with an Unauthorized error", "symptom.recurring", None),
+        ("after the resize the errors came back", "symptom.recurring", FindingState.PRESENT),
         ("it broke after the reboot", "symptom.after_reboot", FindingState.PRESENT),
     ],
 )
