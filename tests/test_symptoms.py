@@ -268,6 +268,10 @@ def test_symptom_denial_words_are_whole_words_said_as_they_are(kb, text, fid, st
         ("restarting the server makes it fast again", "symptom.restart_helped", FindingState.PRESENT),
         ("every attempt came back with an Unauthorized error", "symptom.recurring", None),
         ("after the resize the errors came back", "symptom.recurring", FindingState.PRESENT),
+        # Broken right after a cache clear is the clear's doing, not a clear that helped.
+        ("A critical error occurred after cache:clear", "symptom.cache_clear_helped", None),
+        ("A critical error occurred after cache:clear", "symptom.recent_permission_change", FindingState.PRESENT),
+        ("after clearing the cache everything works again", "symptom.cache_clear_helped", FindingState.PRESENT),
         ("it broke after the reboot", "symptom.after_reboot", FindingState.PRESENT),
     ],
 )
