@@ -272,6 +272,11 @@ def test_symptom_denial_words_are_whole_words_said_as_they_are(kb, text, fid, st
         ("A critical error occurred after cache:clear", "symptom.cache_clear_helped", None),
         ("A critical error occurred after cache:clear", "symptom.recent_permission_change", FindingState.PRESENT),
         ("after clearing the cache everything works again", "symptom.cache_clear_helped", FindingState.PRESENT),
+        # A huge number counts things; a load balancer is not a load average.
+        ("the access log showed a huge number of requests", "symptom.log_hog", None),
+        ("the access log showed a huge number of requests", "symptom.traffic_spike", FindingState.PRESENT),
+        ("the log file is huge", "symptom.log_hog", FindingState.PRESENT),
+        ("requests took 12 seconds, the load balancer timing out at 30s", "symptom.high_load", None),
         ("it broke after the reboot", "symptom.after_reboot", FindingState.PRESENT),
     ],
 )

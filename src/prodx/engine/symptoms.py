@@ -112,7 +112,7 @@ _UNITS = frozenset(
     "packages jobs workers servers sockets ports errors times products orders people customers visitors "
     "messages emails records entries posts tickets members sites domains ips hosts pages items".split()
 )
-_LOAD = re.compile(r"\bload(?:\s+average)?s?\b([^;]{0,60})", re.IGNORECASE)
+_LOAD = re.compile(r"\bload(?:\s+average)?s?\b(?![\s-]*(?:balanc|test))([^;]{0,60})", re.IGNORECASE)
 #: "an 8-core machine", "on 4 CPUs": how many CPUs a load figure is measured against.
 _CORES = re.compile(r"(\d+)[\s-]*(?:v?cores?|v?cpus?|processors?)\b")
 _NUMBER = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)(?![\w.]*[:/])")
