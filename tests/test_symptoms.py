@@ -122,6 +122,10 @@ def test_symptom_number_with_a_unit_is_not_an_http_code(kb, text):
         ("memory at 97%", "symptom.memory_high", FindingState.PRESENT),
         ("df -ih: 1.6M inodes, 1.6M used, 8 free (100%)", "symptom.inodes_full", FindingState.PRESENT),
         ("/var has 0 bytes free", "symptom.no_space_error", FindingState.PRESENT),
+        # A share of the disk that is free says it has room; so do hundreds of MB left.
+        ("df showed about 70% of the disk free", "symptom.disk_space_ok", FindingState.PRESENT),
+        ("df shows about 900 MB still free", "symptom.disk_space_ok", FindingState.PRESENT),
+        ("only 5 MB left on /", "symptom.disk_space_ok", None),
         # A course over time: where it ended counts, and a climb is growth.
         ("40% RAM at launch; nine hours later about 60%, then it approaches 100%", "symptom.memory_high",
          FindingState.PRESENT),

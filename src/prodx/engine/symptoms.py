@@ -153,7 +153,9 @@ _PROCESS_SHARE = re.compile(r"(\d{3,4}(?:\.\d+)?)\s*%")
 #: "wc -l gives 350", "| wc -l: 2.3 million": a count someone took.
 _WC_COUNT = re.compile(r"wc -l\b[^\d\n]{0,30}?(\d[\d,.]*)\s*(million|m|k|thousand)?\b", re.IGNORECASE)
 #: "200G available", "20 GB free": space someone saw left.
-_FREE_AMOUNT = re.compile(r"(\d+(?:\.\d+)?)\s*([gt])i?b?\s+(?:still\s+)?(?:available|avail|free|left)\b", re.IGNORECASE)
+_FREE_AMOUNT = re.compile(r"(\d+(?:\.\d+)?)\s*([mgt])i?b?\s+(?:still\s+)?(?:available|avail|free|left)\b", re.IGNORECASE)
+#: "70% of the disk free": the share is what is left, not what is used.
+_FREE_WORDS = frozenset({"free", "available", "avail", "left", "unused"})
 #: A row of df: "tmpfs 99M 99M 0 100% /run", "/dev/sda1 20G 12G 7.0G 63% /".
 _DF_ROW = re.compile(r"(?:^|[\s:;])(?:/dev/\S+|tmpfs|overlay|udev|none|\S+:/\S*)\s+[\d.,]+[kmgtp]?i?b?\s+[\d.,]+[kmgtp]?i?b?"
                      r"\s+[\d.,]+[kmgtp]?i?b?\s+(\d{1,3})%", re.IGNORECASE)
@@ -593,7 +595,9 @@ def quantities(sentence: str) -> list[str]:
         pm = _PERCENT.fullmatch(w.strip("(),;:~"))
         if not pm or (i and words[i - 1] == "from"):  # "from 60% to 95%": where it ended counts
             continue
-        if words[i + 1 : i + 2] == ["of"]:  # "60% of the disk" is a share, not a use
+        if words[i + 1 : i + 2] == ["of"]:  # "60% of the disk" is a share, not a use...
+            if _FREE_WORDS.intersection(x.strip("(),;:.~") for x in words[i + 2 : i + 7]):
+                readings.append(("disk", 100 - float(pm.group(1)), ""))  # ...unless it is free
             continue
         value = float(pm.group(1))
         stripped = [x.strip("(),;:~") for x in words]
@@ -672,7 +676,7 @@ def quantities(sentence: str) -> list[str]:
     if re.search(r"no space left|enospc|disk (?:is )?full", lowered) and "disk has space" in out:
         out.append("df shows free")
     for m in _FREE_AMOUNT.finditer(lowered):
-        if float(m.group(1)) >= 1:
+        if float(m.group(1)) >= (100 if m.group(2) == "m" else 1):
             out.append("df shows free" if re.search(r"no space left|enospc|disk (?:is )?full", lowered) else "disk has space")
     for m in _FILE_COUNT.finditer(lowered):
         if m.group(3):
