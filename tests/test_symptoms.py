@@ -247,6 +247,9 @@ def test_symptom_quantity_examples_in_the_docstrings_hold():
         ("the problem came back", "symptom.recurring", FindingState.PRESENT),
         ("this is the first time", "symptom.recurring", FindingState.ABSENT),
         ("down again, and not for the first time", "symptom.recurring", FindingState.PRESENT),
+        ("a bigger instance did not stop it recurring", "symptom.recurring", FindingState.PRESENT),
+        ("it is not recurring", "symptom.recurring", FindingState.ABSENT),
+        ("commands print a complaint about read-only access", "symptom.readonly_error", FindingState.PRESENT),
     ],
 )
 def test_symptom_denial_words_are_whole_words_said_as_they_are(kb, text, fid, state):
