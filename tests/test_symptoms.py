@@ -250,6 +250,12 @@ def test_symptom_quantity_examples_in_the_docstrings_hold():
         ("a bigger instance did not stop it recurring", "symptom.recurring", FindingState.PRESENT),
         ("it is not recurring", "symptom.recurring", FindingState.ABSENT),
         ("commands print a complaint about read-only access", "symptom.readonly_error", FindingState.PRESENT),
+        # A process that drives the CPU to full fills no drive.
+        ("a process called kdevtmpfsi drives the CPU to full", "symptom.no_space_error", None),
+        ("a process called kdevtmpfsi drives the CPU to full", "symptom.cpu_high", FindingState.PRESENT),
+        ("the backup drive is full", "symptom.no_space_error", FindingState.PRESENT),
+        ("MariaDB stops once a day and the sites lose their database", "symptom.periodic", FindingState.PRESENT),
+        ("MariaDB stops once a day and the sites lose their database", "symptom.db_error", FindingState.PRESENT),
     ],
 )
 def test_symptom_denial_words_are_whole_words_said_as_they_are(kb, text, fid, state):
