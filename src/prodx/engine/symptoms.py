@@ -161,13 +161,13 @@ _DF_ROW = re.compile(r"(?:^|[\s:;])(?:/dev/\S+|tmpfs|overlay|udev|none|\S+:/\S*)
                      r"\s+[\d.,]+[kmgtp]?i?b?\s+(\d{1,3})%", re.IGNORECASE)
 #: Subject words that start compound metric names (CloudWatch's CPUUtilization, MemoryUsage).
 _COMPOUND_SUBJECTS = ("cpu", "memory", "mem", "swap", "disk", "inode", "iowait")
-#: "from 60% to 95%", "rps jumped from 50 to 2000": a measure that rose.
 #: Words that make a sentence's numbers a course over time ("then", "later", "climbs to").
 _TIME_COURSE = re.compile(r"\b(?:then|later|afterwards|after (?:a|an|one|two|three|a few|several|\d+) \w+|"
                           r"climb\w*|rises|rose|grows|grew|creeps?|crept|approach\w*|increas\w*|now at)\b")
 #: How far a run of readings must climb to say it grows, and what it then says.
 _RUN_RISE = {"mem": 15.0, "disk": 10.0}
 _RUN_LABEL = {"mem": "memory grows", "disk": "disk usage rising"}
+#: "from 60% to 95%", "rps jumped from 50 to 2000": a measure that rose.
 _RISE = re.compile(r"\bfrom\s+~?(\d+(?:\.\d+)?)\s*(%?)\s*(?:/s)?\s*to\s+~?(\d+(?:\.\d+)?)\s*(%?)", re.IGNORECASE)
 _TRAFFIC_WORDS = re.compile(r"\b(?:rps|qps|req/s|requests?|traffic|visitors|users online|guests|hits|connections)\b", re.IGNORECASE)
 #: "up 3:12", "up 7 min": uptime of a freshly booted host.
@@ -708,8 +708,7 @@ def _judge_readings(readings: list[tuple[str, float, str]], over_time: bool) -> 
     out = []
     for subject, run in runs.items():
         values = [v for v, _c in run]
-        rise = values[-1] - values[0]
-        if len(values) >= 2 and values == sorted(values) and rise >= _RUN_RISE.get(subject, 1e9):
+        if len(values) >= 2 and values == sorted(values) and values[-1] - values[0] >= _RUN_RISE.get(subject, 1e9):
             out.append(_RUN_LABEL[subject])
         out += _judge(subject, *run[-1])
     return out
