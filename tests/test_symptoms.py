@@ -296,3 +296,20 @@ def test_symptom_denial_words_are_whole_words_said_as_they_are(kb, text, fid, st
 def test_symptom_words_that_look_alike_but_say_another_thing(kb, text, fid, state):
     states, _ = _states(kb, text)
     assert states.get(fid) is state
+
+
+@pytest.mark.parametrize(
+    ("text", "fid", "state"),
+    [
+        # A quoted message denied by the word before it.
+        ('No "Cannot assign requested address" errors in any log', "symptom.addr_not_avail", FindingState.ABSENT),
+        ('syslog shows "Cannot assign requested address"', "symptom.addr_not_avail", FindingState.PRESENT),
+        ("No, login does not work", "symptom.login_silent_fail", FindingState.PRESENT),
+        # Healthy verdicts said after the fact.
+        ("The pool has idle workers; max_children is never reached", "symptom.worker_limit", FindingState.ABSENT),
+        ("Swap is 0 B used and vmstat si/so are zero", "symptom.swapping", FindingState.ABSENT),
+    ],
+)
+def test_symptom_denied_messages_and_healthy_verdicts(kb, text, fid, state):
+    states, _ = _states(kb, text)
+    assert states.get(fid) is state

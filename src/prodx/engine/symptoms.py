@@ -52,6 +52,8 @@ _NEGATORS = frozenset(
     "isn't doesn't didn't don't won't wasn't aren't weren't haven't hasn't hadn't "
     "isnt doesnt didnt dont wont wasnt arent werent havent hasnt hadnt 0 0%".split()
 )
+#: Words that deny a message quoted right after them ("no 'Cannot assign requested address'").
+_MESSAGE_DENIALS = frozenset({"no", "never", "without"})
 #: A count of nothing denies only what it counts, right after it ("0% packet loss", "0 errors").
 _ZERO = frozenset({"0", "0%"})
 # "can't"/"cannot" usually describe the failure itself ("can't log in"), not its absence.
@@ -66,7 +68,9 @@ _FAILURE_ADJECTIVES = frozenset(
 _POST_NEGATIONS = ("makes no sense", "not the problem", "not the cause", "not the issue", "ruled out", "is fine", "looks fine",
                    "looks normal", "is normal", "are normal", "are fine", "look fine", "look normal", "is ok", "are ok",
                    "looks good", "look good", "is low", "are low", "is flat", "is stable", "stays stable", "near zero",
-                   "at zero", "is healthy", "are healthy", "is clean", "are clean", "works fine", "work fine")
+                   "at zero", "is healthy", "are healthy", "is clean", "are clean", "works fine", "work fine",
+                   "is never reached", "never reached", "never hit", "never exceeded", "nowhere near", "is zero",
+                   "are zero", "stored fine", "flowing fine", "works normally", "work normally")
 _SENTENCE = re.compile(r"[;\n]|\.\s+|\.$|(?<=[a-z])\.(?=[A-Z])")
 _CLAUSE = re.compile(r",\s+|\s+(?:and|but|then|while|although|though|whereas)\s+")
 _PLAIN = Vocabulary(Lexicon())
@@ -402,9 +406,12 @@ class _Matcher:
 
 def _negated(clause_words: list[str], span: tuple[int, int], phrase_words: list[str]) -> bool:
     """A negator just before the matched words or between them ("uploads do not fail")."""
-    if any(w in _NEGATORS for w in phrase_words):
-        return False  # the phrase carries its own negation ("login does not work")
     first, last = span
+    if any(w in _NEGATORS for w in phrase_words):
+        # The phrase carries its own negation ("login does not work"); only a message that
+        # starts with one and is itself denied counts ("no 'cannot assign ...' errors").
+        return (phrase_words[0] in _NEGATORS and first > 0
+                and clause_words[first - 1] in _MESSAGE_DENIALS)
     start = max(0, first - 3)
     for k, w in enumerate(clause_words[start:last], start):
         if w in _NEGATORS and w not in _FAILURE_NEGATORS and (w not in _ZERO or k == first - 1):
@@ -782,6 +789,19 @@ def quoted(text: str) -> list[str]:
     return [a or b for a, b in _QUOTED.findall(text)]
 
 
+def _quote_denied(sentence: str, piece: str) -> bool:
+    """Whether a negator stands just before a quoted message ('no "Too many open files"',
+    "haven't seen 'Read-only file system'").
+
+    >>> _quote_denied('No "Cannot assign requested address" errors in any log', "Cannot assign requested address")
+    True
+    >>> _quote_denied('syslog shows "Cannot assign requested address"', "Cannot assign requested address")
+    False
+    """
+    before = sentence[: max(0, sentence.find(piece))].lower().split()[-3:]
+    return any(w.strip("\"'`:(") in _NEGATORS and w not in _FAILURE_NEGATORS for w in before)
+
+
 # --- matching -----------------------------------------------------------------------------------
 
 
@@ -967,10 +987,15 @@ def _match_text(text: str, compiled: list[_Phrases], m: _Matcher, kb: KnowledgeB
         if not sentence.strip(" ,;"):
             continue
         sentence_hits = _match_words(m.cut(sentence), compiled, False, m)
-        extra = [*quoted(sentence), *errno_texts(sentence), *denied_connects(sentence), *http_codes(sentence),
+        extra = [*errno_texts(sentence), *denied_connects(sentence), *http_codes(sentence),
                  *quantities(sentence), *time_anchors(sentence)]
         for piece in extra:
             sentence_hits.update(_match_words(m.cut(piece), compiled, True, m))
+        for piece in quoted(sentence):
+            hits = _match_words(m.cut(piece), compiled, True, m)
+            if _quote_denied(sentence, piece):  # 'no "Cannot assign requested address" errors'
+                hits = dict.fromkeys(hits, FindingState.ABSENT)
+            sentence_hits.update(hits)
         found.update(sentence_hits)
         clauses = [c.strip() for c in _CLAUSE.split(sentence) if c and c.strip()]
         for clause in clauses:
