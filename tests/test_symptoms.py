@@ -308,6 +308,9 @@ def test_symptom_words_that_look_alike_but_say_another_thing(kb, text, fid, stat
         # Healthy verdicts said after the fact.
         ("The pool has idle workers; max_children is never reached", "symptom.worker_limit", FindingState.ABSENT),
         ("Swap is 0 B used and vmstat si/so are zero", "symptom.swapping", FindingState.ABSENT),
+        ("iowait is near zero", "symptom.disk_io_high", FindingState.ABSENT),
+        ("lsof +L1 returns nothing", "symptom.deleted_open", FindingState.ABSENT),
+        ("du and df match within a few hundred MB", "symptom.du_df_disagree", FindingState.ABSENT),
     ],
 )
 def test_symptom_denied_messages_and_healthy_verdicts(kb, text, fid, state):

@@ -70,7 +70,9 @@ _POST_NEGATIONS = ("makes no sense", "not the problem", "not the cause", "not th
                    "looks good", "look good", "is low", "are low", "is flat", "is stable", "stays stable", "near zero",
                    "at zero", "is healthy", "are healthy", "is clean", "are clean", "works fine", "work fine",
                    "is never reached", "never reached", "never hit", "never exceeded", "nowhere near", "is zero",
-                   "are zero", "stored fine", "flowing fine", "works normally", "work normally")
+                   "are zero", "stored fine", "flowing fine", "works normally", "work normally",
+                   "returns nothing", "return nothing", "shows nothing", "show nothing", "prints nothing",
+                   "lower than usual", "lower than normal")
 _SENTENCE = re.compile(r"[;\n]|\.\s+|\.$|(?<=[a-z])\.(?=[A-Z])")
 _CLAUSE = re.compile(r",\s+|\s+(?:and|but|then|while|although|though|whereas)\s+")
 _PLAIN = Vocabulary(Lexicon())
@@ -1004,7 +1006,10 @@ def _match_text(text: str, compiled: list[_Phrases], m: _Matcher, kb: KnowledgeB
             if not hits and not sentence_hits:
                 fid = _retrieve(cut, voc)
                 if fid:
-                    negated = _negated(list(cut.words), (0, len(cut.words) - 1), [])
+                    # The whole clause is the match: a verdict anywhere in it ("iowait is
+                    # near zero") denies it.
+                    negated = (_negated(list(cut.words), (0, len(cut.words) - 1), [])
+                               or any(neg in " ".join(cut.words) for neg in _POST_NEGATIONS))
                     hits = {fid: FindingState.ABSENT if negated else FindingState.PRESENT}
             if not hits and not (len(clauses) == 1 and sentence_hits):
                 leftovers.append(clause)
