@@ -66,11 +66,12 @@ def test_lab_capture_of_an_injected_fault_replays_after_teardown_with_the_same_d
                             check=False, capture_output=True, text=True, timeout=180)
     assert replay.returncode in (0, 1), replay.stderr[-2000:]
     replayed = json.loads(replay.stdout)
-    states = {f["id"]: f["state"] for f in replayed["findings"]}
-    assert {k: v for k, v in states.items() if manifest["result"]["findings"].get(k) != v} == {}
+    # Which findings the replay saw otherwise than the capture run (what to look at on a failure).
+    changed = {f["id"]: (manifest["result"]["findings"].get(f["id"]), f["state"]) for f in replayed["findings"]
+               if manifest["result"]["findings"].get(f["id"]) != f["state"]}
     lead = replayed["differential"][0]
-    assert lead["condition"] == captured[0][0]
-    assert lead["probability"] == pytest.approx(captured[0][1], abs=1e-4)
+    assert lead["condition"] == captured[0][0], changed
+    assert lead["probability"] == pytest.approx(captured[0][1], abs=1e-4), changed
 
     result = capture.replay_diagnosis(str(archive), DiagnoseOptions(deadline_s=60))
     assert [r.condition for r in result.differential.ranked] == [c for c, _ in captured]
