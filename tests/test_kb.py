@@ -72,6 +72,15 @@ def test_kb_broken_yaml_error_names_line(tmp_path):
         load_kb((str(_site_kb(tmp_path, "id: my-cond\nname: [unclosed\n")),))
 
 
+def test_kb_key_given_twice_is_refused_with_its_line(tmp_path):
+    """YAML would keep the second silently (a second `findings:` drops the first's values)."""
+    text = (DATA_DIR / "conditions" / "disk-full.yaml").read_text().replace("id: disk-full", "id: my-cond", 1)
+    text += "\nprior: 0.5\n"
+    line = len(text.splitlines())
+    with pytest.raises(KBError, match=rf"my-cond.yaml:{line}: .*'prior' is given twice"):
+        load_kb((str(_site_kb(tmp_path, text)),))
+
+
 def test_kb_site_condition_extends_the_shipped_kb(tmp_path):
     text = (DATA_DIR / "conditions" / "disk-full.yaml").read_text().replace("id: disk-full", "id: my-cond", 1)
     kb = load_kb((str(_site_kb(tmp_path, text)),))
