@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.client
 import os
 import signal
+import socket
 import threading
 import time
 from datetime import datetime, timezone
@@ -102,10 +103,26 @@ class CrashedService(_WebScenario):
         while children_of(master) and time.monotonic() < deadline:
             time.sleep(0.05)
         self.killed = master
+        # Until the socket refuses: a request the dying pool still accepted would be reset
+        # (104) instead of refused (111), which is not the crash users see afterwards.
+        sock = sb.path("php-fpm.sock")
+        while _accepts(sock) and time.monotonic() < deadline:
+            time.sleep(0.05)
         status, _ = get(self.web.port, "/login.php")
         self.injected.append(f"killed php-fpm master {master} and its workers with SIGKILL; /login.php now answers {status}")
         if status != 502:
             raise LabError(f"after the kill /login.php answers {status}, not 502")
+
+
+def _accepts(path: Path) -> bool:
+    """Whether something still accepts connections on the unix socket ``path``."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(1)
+        try:
+            s.connect(str(path))
+        except OSError:
+            return False
+    return True
 
 
 class SlowPoolExhausted(_WebScenario):
