@@ -420,8 +420,13 @@ def _negated(clause_words: list[str], span: tuple[int, int], phrase_words: list[
             following = clause_words[k + 1] if k + 1 < len(clause_words) else ""
             if following not in _FAILURE_ADJECTIVES:
                 return True
-    after = " ".join(clause_words[last + 1 : last + 7])
-    return any(neg in after for neg in _POST_NEGATIONS)
+    return _says_verdict(clause_words[last + 1 : last + 7])
+
+
+def _says_verdict(words: list[str]) -> bool:
+    """Whether the words hold a healthy verdict ("is fine", "near zero"), as whole words."""
+    joined = f" {' '.join(words)} "
+    return any(f" {verdict} " in joined for verdict in _POST_NEGATIONS)
 
 
 # --- rewriting what phrases cannot say ----------------------------------------------------------
@@ -791,17 +796,17 @@ def quoted(text: str) -> list[str]:
     return [a or b for a, b in _QUOTED.findall(text)]
 
 
-def _quote_denied(sentence: str, piece: str) -> bool:
-    """Whether a negator stands just before a quoted message ('no "Too many open files"',
-    "haven't seen 'Read-only file system'").
+def _denied_before(text: str, start: int) -> bool:
+    """Whether a negator stands among the three words before ``start``: a quoted message or a
+    pasted log line said not to be there ('no "Too many open files"', "haven't seen ...").
 
-    >>> _quote_denied('No "Cannot assign requested address" errors in any log', "Cannot assign requested address")
+    >>> _denied_before('No "Cannot assign requested address" errors in any log', 4)
     True
-    >>> _quote_denied('syslog shows "Cannot assign requested address"', "Cannot assign requested address")
+    >>> _denied_before('syslog shows "Cannot assign requested address"', 14)
     False
     """
-    before = sentence[: max(0, sentence.find(piece))].lower().split()[-3:]
-    return any(w.strip("\"'`:(") in _NEGATORS and w not in _FAILURE_NEGATORS for w in before)
+    before = _words(text[max(0, start - 30) : start])[-3:]
+    return any(w in _NEGATORS and w not in _FAILURE_NEGATORS for w in before)
 
 
 # --- matching -----------------------------------------------------------------------------------
@@ -916,9 +921,7 @@ def signature_hits(text: str, kb: KnowledgeBase) -> dict[str, FindingState]:
         hit = pattern.search(text)
         if hit is None or fid in found:
             continue
-        before = _words(text[max(0, hit.start() - 30) : hit.start()])[-3:]
-        negated = any(w in _NEGATORS and w not in _FAILURE_NEGATORS for w in before)
-        found[fid] = FindingState.ABSENT if negated else FindingState.PRESENT
+        found[fid] = FindingState.ABSENT if _denied_before(text, hit.start()) else FindingState.PRESENT
     return found
 
 
@@ -995,7 +998,7 @@ def _match_text(text: str, compiled: list[_Phrases], m: _Matcher, kb: KnowledgeB
             sentence_hits.update(_match_words(m.cut(piece), compiled, True, m))
         for piece in quoted(sentence):
             hits = _match_words(m.cut(piece), compiled, True, m)
-            if _quote_denied(sentence, piece):  # 'no "Cannot assign requested address" errors'
+            if _denied_before(sentence, sentence.find(piece)):  # 'no "Cannot assign ..." errors'
                 hits = dict.fromkeys(hits, FindingState.ABSENT)
             sentence_hits.update(hits)
         found.update(sentence_hits)
@@ -1009,7 +1012,7 @@ def _match_text(text: str, compiled: list[_Phrases], m: _Matcher, kb: KnowledgeB
                     # The whole clause is the match: a verdict anywhere in it ("iowait is
                     # near zero") denies it.
                     negated = (_negated(list(cut.words), (0, len(cut.words) - 1), [])
-                               or any(neg in " ".join(cut.words) for neg in _POST_NEGATIONS))
+                               or _says_verdict(list(cut.words)))
                     hits = {fid: FindingState.ABSENT if negated else FindingState.PRESENT}
             if not hits and not (len(clauses) == 1 and sentence_hits):
                 leftovers.append(clause)

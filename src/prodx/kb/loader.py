@@ -24,7 +24,6 @@ DATA_DIR = Path(__file__).parent / "data"
 SCHEMA_DIR = Path(__file__).parent / "schema"
 
 
-
 class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
     """Safe YAML that refuses a key given twice in one mapping: YAML keeps the last silently,
     so a second ``negations:`` of a finding would drop the first one's phrases."""
