@@ -98,9 +98,15 @@ def wait_until(ready: Callable[[], bool], timeout_s: float, message: str) -> Non
         time.sleep(0.05)
 
 
-def port_answers(port: int) -> bool:
-    """Whether something accepts TCP connections on 127.0.0.1:``port`` right now."""
+def port_answers(port: int | Path) -> bool:
+    """Whether something accepts connections right now on 127.0.0.1:``port``, or on the unix
+    socket at ``port`` when it is a path."""
     try:
+        if isinstance(port, Path):
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                s.settimeout(0.5)
+                s.connect(str(port))
+            return True
         with socket.create_connection(("127.0.0.1", port), timeout=0.5):
             return True
     except OSError:

@@ -6,14 +6,13 @@ from __future__ import annotations
 import http.client
 import os
 import signal
-import socket
 import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 from prodx.lab.framework import Needs, Scenario, profile_toml
-from prodx.lab.sandbox import LabError, Sandbox
+from prodx.lab.sandbox import LabError, Sandbox, port_answers
 from prodx.lab.scenarios.common import child_python
 from prodx.lab.webstack import WebStack, webstack_unmet
 
@@ -106,23 +105,12 @@ class CrashedService(_WebScenario):
         # Until the socket refuses: a request the dying pool still accepted would be reset
         # (104) instead of refused (111), which is not the crash users see afterwards.
         sock = sb.path("php-fpm.sock")
-        while _accepts(sock) and time.monotonic() < deadline:
+        while port_answers(sock) and time.monotonic() < deadline:
             time.sleep(0.05)
         status, _ = get(self.web.port, "/login.php")
         self.injected.append(f"killed php-fpm master {master} and its workers with SIGKILL; /login.php now answers {status}")
         if status != 502:
             raise LabError(f"after the kill /login.php answers {status}, not 502")
-
-
-def _accepts(path: Path) -> bool:
-    """Whether something still accepts connections on the unix socket ``path``."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.settimeout(1)
-        try:
-            s.connect(str(path))
-        except OSError:
-            return False
-    return True
 
 
 class SlowPoolExhausted(_WebScenario):
