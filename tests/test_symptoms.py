@@ -291,6 +291,22 @@ def test_symptom_quantity_examples_in_the_docstrings_hold():
         ("iowait is near zero", "symptom.disk_io_high", FindingState.ABSENT),
         ("lsof +L1 returns nothing", "symptom.deleted_open", FindingState.ABSENT),
         ("du and df match within a few hundred MB", "symptom.du_df_disagree", FindingState.ABSENT),
+        # A phrase's "not" stays on its side of the word it denies.
+        ("Load isn't elevated at all", "symptom.site_down", None),
+        ("the page is not loading at all", "symptom.site_down", FindingState.PRESENT),
+        # A phrase's own fillers ("still") buy no extra words between its words.
+        ("The site uses an old PHP framework the owner is still migrating away from", "symptom.config_not_applied", None),
+        ("phpinfo still uses the old value", "symptom.config_not_applied", FindingState.PRESENT),
+        # A host name is one word, however many dots it has.
+        ("python requests: \"hostname 'api.example.org' doesn't match 'old.example.org'\"", "symptom.cert_name_mismatch",
+         FindingState.PRESENT),
+        # EROFS's message is not a failing disk.
+        ("open(/var/lib/php/sess_x, O_RDWR) failed: Read-only file system (30)", "symptom.io_error", None),
+        ("open(/var/lib/php/sess_x, O_RDWR) failed: Read-only file system (30)", "symptom.readonly_error",
+         FindingState.PRESENT),
+        ("processes use only 30% of RAM", "symptom.process_cpu_hog", None),
+        ("requesting a new certificate still failed", "symptom.cert_renewal_failed", FindingState.PRESENT),
+        ("certbot renewed fine", "symptom.cert_renewal_failed", FindingState.ABSENT),
     ],
 )
 def test_symptom_words_say_what_they_mean_not_what_they_contain(kb, text, fid, state):

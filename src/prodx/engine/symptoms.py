@@ -92,13 +92,20 @@ _FILLERS = _STOPWORDS | _NEGATORS | frozenset(
     "do does did has have had will would can could should may might "
     "look looks looked seem seems seemed appear appears appeared became become becomes got gets "
     "constantly always completely totally fully really quite almost nearly still just even "
-    "extremely suddenly again".split()
+    "extremely suddenly again longer anymore".split()
 )
 
 
 def _spread(words: tuple[str, ...], span: tuple[int, int]) -> int:
-    """How many meaningful words a span holds ("uploads do not fail" holds two)."""
-    return sum(1 for w in words[span[0] : span[1] + 1] if w not in _FILLERS)
+    """How many meaningful words a span holds ("uploads do not fail" holds two); a dotted,
+    slashed or hyphenated word and the parts the vocabulary adds after it are one word."""
+    count, compound = 0, ""
+    for w in words[span[0] : span[1] + 1]:
+        if compound and w in compound:
+            continue
+        compound = w if len(w) > 2 and any(c in w for c in "./-") else ""
+        count += w not in _FILLERS
+    return count
 
 _ERRNO_NUMBER = re.compile(
     r"\b(?:errno|errcode|error code|os error|error)\s*[:=#]?\s*-?(\d{1,3})\b(?![.,]\d)"
@@ -244,11 +251,13 @@ class _Words:
     content: tuple[int, ...] = ()
     #: The keys, for a quick "could it be here at all" before a phrase is matched.
     keyset: frozenset[str] = frozenset()
+    #: Whether a negator is among the words ("page not loading").
+    denies: bool = False
 
     @classmethod
     def of(cls, words: tuple[str, ...], keys: tuple[str, ...]) -> _Words:
         content = tuple(i for i, w in enumerate(words) if w not in _STOPWORDS) or tuple(range(len(words)))
-        return cls(words, keys, content, frozenset(keys))
+        return cls(words, keys, content, frozenset(keys), any(w in _NEGATORS for w in words))
 
 
 class _Matcher:
@@ -340,7 +349,7 @@ class _Matcher:
             end += 1
         return end
 
-    def match_loose(self, phrase: _Words, text: _Words) -> tuple[int, int] | None:
+    def match_loose(self, phrase: _Words, text: _Words, *, sided: bool = True) -> tuple[int, int] | None:
         """The narrowest span holding every content word of the phrase, in any order, if it is
         at most ``_slack`` meaningful words longer than the phrase; None otherwise.
 
@@ -361,16 +370,25 @@ class _Matcher:
             if not hits:
                 return None
             choices.append(hits)
+        # A symptom's negator stays on its side of the word it denies: "not loading at all" is
+        # not "load isn't elevated at all". (A denial reads either way: "log shows nothing".)
+        bound = [(k, k + 1) if k + 1 < len(wanted) else (k - 1, k)
+                 for k, i in enumerate(wanted) if sided and phrase.words[i] in _NEGATORS and len(wanted) > 1]
         best: tuple[int, int] | None = None
         for combo in itertools.islice(itertools.product(*choices), 4096):
             if len(set(combo)) < len(combo):  # one word of the text stands for one of the phrase
+                continue
+            if any(combo[a] > combo[b] for a, b in bound):
                 continue
             span = (min(combo), max(combo))
             if best is None or span[1] - span[0] < best[1] - best[0]:
                 best = span
         if best is None:
             return None
-        return best if _spread(text.words, best) <= len(wanted) + _slack(len(wanted)) else None
+        # Fillers in the span are free, so a phrase's own fillers ("still uses the old") must
+        # not add to the slack: only the words the span holds beyond the phrase's count.
+        meaningful = sum(1 for i in wanted if phrase.words[i] not in _FILLERS)
+        return best if _spread(text.words, best) <= meaningful + _slack(len(wanted)) else None
 
     def match_tight(self, phrase: _Words, text: _Words) -> tuple[int, int] | None:
         """The span where the phrase's content words appear in order with little in between.
@@ -398,8 +416,8 @@ class _Matcher:
             start = self._hits(phrase, wanted[0], text, start + 1)
         return None
 
-    def match(self, phrase: _Words, text: _Words, loose: bool) -> tuple[int, int] | None:
-        return (self.match_loose if loose else self.match_tight)(phrase, text)
+    def match(self, phrase: _Words, text: _Words, loose: bool, *, sided: bool = True) -> tuple[int, int] | None:
+        return self.match_loose(phrase, text, sided=sided) if loose else self.match_tight(phrase, text)
 
     def score(self, phrase: _Words, text: _Words) -> float:
         wanted = phrase.content
@@ -842,7 +860,7 @@ def _compile(defs: list[FindingDef], m: _Matcher) -> list[_Phrases]:
 
 
 def _negation_hit(neg: _Words, text: _Words, loose: bool, m: _Matcher) -> bool:
-    span = m.match(neg, text, loose)
+    span = m.match(neg, text, loose, sided=False)
     # An antonym must be said as it is: "logs are updating" is not "logs stopped updating".
     if span is None or _spread(text.words, span) > len(neg.content):
         return False
