@@ -294,6 +294,9 @@ def test_symptom_quantity_examples_in_the_docstrings_hold():
         # A phrase's "not" stays on its side of the word it denies.
         ("Load isn't elevated at all", "symptom.site_down", None),
         ("the page is not loading at all", "symptom.site_down", FindingState.PRESENT),
+        ("The requested URL /a.php was not found on this server", "symptom.dns_error", None),
+        ("the DNS says host not found", "symptom.dns_error", FindingState.PRESENT),
+        ('haproxy: Connect() failed for backend socket: no free ports', "symptom.addr_not_avail", FindingState.PRESENT),
         # A phrase's own fillers ("still") buy no extra words between its words.
         ("The site uses an old PHP framework the owner is still migrating away from", "symptom.config_not_applied", None),
         ("phpinfo still uses the old value", "symptom.config_not_applied", FindingState.PRESENT),

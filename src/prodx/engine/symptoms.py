@@ -370,10 +370,11 @@ class _Matcher:
             if not hits:
                 return None
             choices.append(hits)
-        # A symptom's negator stays on its side of the word it denies: "not loading at all" is
-        # not "load isn't elevated at all". (A denial reads either way: "log shows nothing".)
-        bound = [(k, k + 1) if k + 1 < len(wanted) else (k - 1, k)
-                 for k, i in enumerate(wanted) if sided and phrase.words[i] in _NEGATORS and len(wanted) > 1]
+        # A symptom's negator keeps its words on their sides: "not loading at all" is not "load
+        # isn't elevated at all", "host not found" is not "not found on this server". (A denial
+        # reads either way: "log shows nothing".)
+        bound = [(j, k) if j < k else (k, j) for k, i in enumerate(wanted)
+                 if sided and phrase.words[i] in _NEGATORS for j in range(len(wanted)) if j != k]
         best: tuple[int, int] | None = None
         for combo in itertools.islice(itertools.product(*choices), 4096):
             if len(set(combo)) < len(combo):  # one word of the text stands for one of the phrase
