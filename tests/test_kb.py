@@ -150,3 +150,28 @@ def test_kb_list_command_lists_every_condition():
     assert proc.returncode == 0
     for cid in REQUIRED:
         assert cid in proc.stdout
+
+
+def test_finding_outside_the_catalogue_makes_none_of_the_known_lead():
+    """A finding with an ``unlisted`` value (an intrusion, a hardware fault) is what a failure
+    the catalogue does not describe shows: alone it makes "none of the known conditions" lead;
+    with a listing condition's own evidence beside it, that condition leads."""
+    from prodx.engine.likelihood import marginal
+    from prodx.engine.posterior import rank
+    from prodx.model import FindingState
+
+    kb = load_kb()
+    fdef = kb.findings["symptom.compromised"]
+    assert fdef.unlisted is not None and fdef.unlisted < fdef.leak
+    assert marginal(kb, kb.conditions["disk-full"])("symptom.compromised") == fdef.unlisted
+    assert marginal(kb, None)("symptom.compromised") == fdef.leak
+
+    alone = rank(kb, {"symptom.compromised": FindingState.PRESENT})
+    assert alone.none_probability > 0.5
+    unlisting = next(r for r in alone.ranked if "symptom.compromised" not in kb.conditions[r.condition].findings)
+    assert "symptom.compromised" in unlisting.against
+
+    miner = rank(kb, {f: FindingState.PRESENT for f in
+                      ("symptom.compromised", "symptom.unknown_process", "symptom.process_cpu_hog", "symptom.cpu_high")})
+    assert miner.leader.condition == "runaway-process"
+    assert miner.leader.probability > miner.none_probability

@@ -310,6 +310,11 @@ def test_symptom_quantity_examples_in_the_docstrings_hold():
         ("processes use only 30% of RAM", "symptom.process_cpu_hog", None),
         ("requesting a new certificate still failed", "symptom.cert_renewal_failed", FindingState.PRESENT),
         ("certbot renewed fine", "symptom.cert_renewal_failed", FindingState.ABSENT),
+        # Causes outside the catalogue are said too.
+        ("visitors from Google are redirected to a spam site; the site was hacked", "symptom.compromised", FindingState.PRESENT),
+        ("dmesg shows soft lockups, and the BMC logged a failing DIMM", "symptom.hardware_fault", FindingState.PRESENT),
+        ("Cloudflare had a global outage at the time", "symptom.provider_outage", FindingState.PRESENT),
+        ("the provider's status page shows no incident", "symptom.provider_outage", FindingState.ABSENT),
     ],
 )
 def test_symptom_words_say_what_they_mean_not_what_they_contain(kb, text, fid, state):

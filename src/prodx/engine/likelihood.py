@@ -39,14 +39,20 @@ _MIN_FALSE_POSITIVE = 1e-6
 
 def marginal(kb: KnowledgeBase, cond: ConditionDef | None) -> Marginal:
     """The marginals of a condition (None: "none of the known conditions", every finding at
-    its leak)."""
-    listed = cond.findings if cond is not None else {}
+    its leak; a condition gives a finding it does not list the finding's ``unlisted_p``)."""
+    if cond is None:
+        def chance(fid: str) -> float:
+            fdef = kb.findings.get(fid)
+            return fdef.leak if fdef else _UNKNOWN_LEAK
+
+        return chance
+    listed = cond.findings
 
     def p(fid: str) -> float:
         if fid in listed:
             return listed[fid]
         fdef = kb.findings.get(fid)
-        return fdef.leak if fdef else _UNKNOWN_LEAK
+        return fdef.unlisted_p if fdef else _UNKNOWN_LEAK
 
     return p
 

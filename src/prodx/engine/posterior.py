@@ -87,7 +87,9 @@ def _p(kb: KnowledgeBase, cond: ConditionDef | None, fid: str) -> float:
     if cond is not None and fid in cond.findings:
         return cond.findings[fid]
     fdef = kb.findings.get(fid)
-    return fdef.leak if fdef else 0.01
+    if fdef is None:
+        return 0.01
+    return fdef.leak if cond is None else fdef.unlisted_p
 
 
 def none_prior(kb: KnowledgeBase) -> float:
@@ -229,6 +231,6 @@ def enough_to_go_on(kb: KnowledgeBase, observed: Mapping[str, bool]) -> bool:
         if not is_present:
             continue
         leak = _p(kb, None, fid)
-        if any(not _AGAINST_LR < c.findings[fid] / leak < _FOR_LR for c in kb.conditions.values() if fid in c.findings):
+        if any(not _AGAINST_LR < _p(kb, c, fid) / leak < _FOR_LR for c in kb.conditions.values()):
             return True
     return False

@@ -41,11 +41,12 @@ def _clip(p: float) -> float:
 
 
 def p_of(kb: KnowledgeBase, cond: ConditionDef, fid: str) -> float:
-    """P(finding | condition): its listed value, else the finding's leak (as the engine does)."""
+    """P(finding | condition): its listed value, else what an unlisting condition gives the
+    finding (its leak, or its ``unlisted`` value), as the engine does."""
     if fid in cond.findings:
         return cond.findings[fid]
     fdef = kb.findings.get(fid)
-    return fdef.leak if fdef else 0.01
+    return fdef.unlisted_p if fdef else 0.01
 
 
 def likelihood_ratios(p: float, leak: float) -> tuple[float, float]:
@@ -160,7 +161,7 @@ def finding_view(kb: KnowledgeBase, fid: str) -> dict[str, Any]:
     return {
         "kind": "finding", "id": fid, "description": fdef.description, "observed_by": fdef.observed_by,
         "probe": fdef.probe, "question": fdef.question, "cost": fdef.cost, "leak": fdef.leak,
-        "phrases": list(fdef.phrases),
+        "unlisted": fdef.unlisted_p, "phrases": list(fdef.phrases),
         "conditions": [{"condition": cid, "p": p, "lr_present": likelihood_ratios(p, fdef.leak)[0]} for p, cid in listed],
         "signatures": [{"id": s["id"], "pattern": s["pattern"], "description": s.get("description", "")}
                        for s in sorted(kb.signatures, key=lambda s: s["id"]) if s.get("finding") == fid],

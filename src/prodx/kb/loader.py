@@ -63,10 +63,19 @@ class FindingDef:
     question: str = ""
     phrases: tuple[str, ...] = ()
     negations: tuple[str, ...] = ()
+    #: P(finding | a known condition that does not list it), when it is below the leak: a
+    #: finding that points outside the catalogue (a hardware fault, an intrusion) is what
+    #: "none of the known conditions" explains best. None: the leak, as for chance.
+    unlisted: float | None = None
 
     @property
     def is_symptom(self) -> bool:
         return self.id.startswith("symptom.")
+
+    @property
+    def unlisted_p(self) -> float:
+        """What a condition that does not list this finding gives it."""
+        return self.leak if self.unlisted is None else self.unlisted
 
 
 @dataclass(frozen=True)
@@ -222,6 +231,7 @@ def _finding_def(entry: dict[str, Any]) -> FindingDef:
         question=entry.get("question", ""),
         phrases=tuple(entry.get("phrases", ())),
         negations=tuple(entry.get("negations", ())),
+        unlisted=float(entry["unlisted"]) if "unlisted" in entry else None,
     )
 
 
