@@ -72,7 +72,9 @@ _POST_NEGATIONS = ("makes no sense", "not the problem", "not the cause", "not th
                    "is never reached", "never reached", "never hit", "never exceeded", "nowhere near", "is zero",
                    "are zero", "stored fine", "flowing fine", "works normally", "work normally",
                    "returns nothing", "return nothing", "shows nothing", "show nothing", "prints nothing",
-                   "lower than usual", "lower than normal")
+                   "lower than usual", "lower than normal", "is operational", "are operational", "was operational",
+                   "said operational", "says operational", "shows operational", "showed operational",
+                   "all systems operational", "is green", "was green", "all green")
 _SENTENCE = re.compile(r"[;\n]|\.\s+|\.$|(?<=[a-z])\.(?=[A-Z])")
 _CLAUSE = re.compile(r",\s+|\s+(?:and|but|then|while|although|though|whereas)\s+")
 _PLAIN = Vocabulary(Lexicon())
