@@ -122,6 +122,16 @@ def test_kb_lint_flags_a_symptom_above_its_leak_without_explains(tmp_path):
     assert any("findings.symptom.http_403: 0.2 is above its leak 0.03 without an explains entry" in i for i in issues)
 
 
+def test_kb_lint_flags_an_unlisted_value_not_below_the_leak():
+    import dataclasses
+
+    kb = load_kb()
+    fdef = kb.findings["symptom.compromised"]
+    broken = dataclasses.replace(kb, findings={**kb.findings, fdef.id: dataclasses.replace(fdef, unlisted=fdef.leak)})
+    issues = [str(i) for i in lint(broken, {n: c.findings for n, c in load_all().items()})]
+    assert any("symptom.compromised" in i and "is not below its leak" in i for i in issues), issues
+
+
 def test_kb_lint_flags_risky_commands_marked_safe_and_passes_reloads(tmp_path):
     text = _disk_full().replace("command: \"apt-get clean\"", "command: \"rm -rf /var/cache/apt/archives/*.deb\"", 1)
     issues = _lint_site(tmp_path, text, "rm")

@@ -253,13 +253,11 @@ class _Words:
     content: tuple[int, ...] = ()
     #: The keys, for a quick "could it be here at all" before a phrase is matched.
     keyset: frozenset[str] = frozenset()
-    #: Whether a negator is among the words ("page not loading").
-    denies: bool = False
 
     @classmethod
     def of(cls, words: tuple[str, ...], keys: tuple[str, ...]) -> _Words:
         content = tuple(i for i, w in enumerate(words) if w not in _STOPWORDS) or tuple(range(len(words)))
-        return cls(words, keys, content, frozenset(keys), any(w in _NEGATORS for w in words))
+        return cls(words, keys, content, frozenset(keys))
 
 
 class _Matcher:

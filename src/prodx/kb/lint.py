@@ -54,6 +54,9 @@ def lint(kb: KnowledgeBase, probe_findings: dict[str, tuple[str, ...]]) -> list[
                 issues.append(LintIssue(f"finding {fid}", f"probe {fdef.probe} does not declare it"))
         if fdef.is_symptom and not fdef.phrases:
             issues.append(LintIssue(f"finding {fid}", "a symptom needs phrases to be recognised in text"))
+        if fdef.unlisted is not None and fdef.unlisted >= fdef.leak:
+            issues.append(LintIssue(f"finding {fid}", f"unlisted {fdef.unlisted} is not below its leak {fdef.leak}: "
+                                    "it would make the finding point to the catalogue, not away from it"))
     for name, ids in sorted(probe_findings.items()):
         for fid in ids:
             if fid not in known:
@@ -79,7 +82,7 @@ def lint(kb: KnowledgeBase, probe_findings: dict[str, tuple[str, ...]]) -> list[
     for a, b in itertools.combinations(sorted(kb.conditions), 2):
         ca, cb = kb.conditions[a], kb.conditions[b]
         ids = set(ca.findings) | set(cb.findings)
-        leak = {f: known[f].leak if f in known else 0.01 for f in ids}
+        leak = {f: known[f].unlisted_p if f in known else 0.01 for f in ids}
         if all(abs(ca.findings.get(f, leak[f]) - cb.findings.get(f, leak[f])) < _DISTINCT for f in ids):
             issues.append(LintIssue(f"conditions {a} and {b}", "no finding tells them apart"))
     issues += _lint_groups(kb)
