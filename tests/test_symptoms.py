@@ -310,7 +310,6 @@ def test_symptom_quantity_examples_in_the_docstrings_hold():
         ("processes use only 30% of RAM", "symptom.process_cpu_hog", None),
         ("requesting a new certificate still failed", "symptom.cert_renewal_failed", FindingState.PRESENT),
         ("certbot renewed fine", "symptom.cert_renewal_failed", FindingState.ABSENT),
-        ("steal time is negligible, under 1 %", "cpu.steal_high", FindingState.ABSENT),
         ("No packages changed; the last apt upgrade was a month ago", "symptom.after_upgrade", FindingState.ABSENT),
         ("it broke after the apt upgrade", "symptom.after_upgrade", FindingState.PRESENT),
         # Causes outside the catalogue are said too.

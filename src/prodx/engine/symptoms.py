@@ -74,8 +74,7 @@ _POST_NEGATIONS = ("makes no sense", "not the problem", "not the cause", "not th
                    "returns nothing", "return nothing", "shows nothing", "show nothing", "prints nothing",
                    "lower than usual", "lower than normal", "is operational", "are operational", "was operational",
                    "said operational", "says operational", "shows operational", "showed operational",
-                   "all systems operational", "is green", "was green", "all green", "negligible", "is minimal",
-                   "are minimal", "insignificant",
+                   "all systems operational", "is green", "was green", "all green",
                    # a change that was long before the trouble did not start it
                    "was a month ago", "was months ago", "was weeks ago", "was a year ago", "was years ago",
                    "was last month", "was last year", "were months ago", "were weeks ago")
