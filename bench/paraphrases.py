@@ -76,7 +76,9 @@ def _pct(n: int, d: int) -> str:
     return f"{n}/{d} = {100 * n / d:.1f} %" if d else "n/a"
 
 
-def report(results: dict[str, dict[str, list]], verbose: bool) -> str:
+def report(results: dict[str, dict[str, list]], verbose: bool, show_test: bool = False) -> str:
+    """The figures per half; with ``verbose`` every miss too, except the test half's unless
+    ``show_test``: a list of its misses in front of whoever tunes the words is tuning on it."""
     lines = []
     for half in HALVES:
         if half not in results:
@@ -88,7 +90,9 @@ def report(results: dict[str, dict[str, list]], verbose: bool) -> str:
                   "  denial (denies -> absent)       " + _pct(sum(s is FindingState.ABSENT for *_x, s in denies), len(denies)),
                   "  denial read as present (wrong)  " + _pct(sum(s is FindingState.PRESENT for *_x, s in denies), len(denies)),
                   "  false alarms (unrelated -> present) " + _pct(sum(s is FindingState.PRESENT for *_x, s in unrelated), len(unrelated))]
-        if verbose:
+        if verbose and half == "test" and not show_test:
+            lines.append("    (the test half's misses are not printed: --show-test, for the final report, not for tuning)")
+        elif verbose:
             lines += [f"    missed   {f}: {t}" for f, t, s in says if s is not FindingState.PRESENT]
             lines += [f"    denial   {f} ({s.value if s else 'nothing'}): {t}" for f, t, s in denies if s is not FindingState.ABSENT]
             lines += [f"    alarm    {f}: {t}" for f, t, s in unrelated if s is FindingState.PRESENT]
@@ -98,13 +102,16 @@ def report(results: dict[str, dict[str, list]], verbose: bool) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--half", choices=HALVES, action="append", help="Only this half (repeatable).")
-    parser.add_argument("-v", "--verbose", action="store_true", help="Print every miss, wrong denial and false alarm.")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="Print every miss, wrong denial and false alarm (the test half's only with --show-test).")
+    parser.add_argument("--show-test", action="store_true",
+                        help="With -v, print the test half's misses too (for the final report, not for tuning).")
     args = parser.parse_args(argv)
     rows = [r for r in load_bank() if not args.half or r[0] in args.half]
     if not rows:
         print(f"paraphrases: no statements in {BANK}", file=sys.stderr)
         return 2
-    print(report(measure(rows, load_kb()), args.verbose))
+    print(report(measure(rows, load_kb()), args.verbose, args.show_test))
     return 0
 
 

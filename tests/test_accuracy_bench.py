@@ -121,3 +121,17 @@ def test_accuracy_cases_only_on_a_small_case_folder_prints_figures_and_json(tmp_
     doc = json.loads(out_json.read_text())
     assert doc["cases"]["rows"][0]["name"] == "001-full"
     assert doc["cases"]["symptoms+observations"]["top3"] == 1 and doc["cases"]["symptoms only"]["top3"] == 1
+
+
+def test_paraphrase_bench_keeps_the_test_halfs_misses_out_of_sight_unless_asked():
+    """`-v` lists the misses of the halves one may tune on; the test half's only with
+    --show-test, so that tuning the words never reads them by accident."""
+    run = [sys.executable, str(BENCH / "paraphrases.py"), "--half", "dev", "--half", "test", "-v"]
+    hidden = subprocess.run(run, capture_output=True, text=True, check=True).stdout
+    shown = subprocess.run([*run, "--show-test"], capture_output=True, text=True, check=True).stdout
+    dev_part, test_part = hidden.split("== test half ==")
+    assert "    missed" in dev_part or "    denial" in dev_part
+    assert "--show-test" in test_part and not any(
+        line.startswith(("    missed", "    denial", "    alarm")) for line in test_part.splitlines())
+    assert any(line.startswith(("    missed", "    denial", "    alarm"))
+               for line in shown.split("== test half ==")[1].splitlines())
