@@ -24,6 +24,7 @@ chance. Pure functions; the same input gives the same output.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Mapping
 
@@ -31,7 +32,6 @@ from prodx.kb.loader import ConditionDef, EvidenceGroup, GroupMember, KnowledgeB
 
 #: P(finding present | hypothesis): a condition's value, or the finding's leak.
 Marginal = Callable[[str], float]
-_UNKNOWN_LEAK = 0.01
 #: Floor of a member's false-positive rate (a leak at or below chance·sensitivity, which kb
 #: lint reports, would leave none).
 _MIN_FALSE_POSITIVE = 1e-6
@@ -40,21 +40,7 @@ _MIN_FALSE_POSITIVE = 1e-6
 def marginal(kb: KnowledgeBase, cond: ConditionDef | None) -> Marginal:
     """The marginals of a condition (None: "none of the known conditions", every finding at
     its leak; a condition gives a finding it does not list the finding's ``unlisted_p``)."""
-    if cond is None:
-        def chance(fid: str) -> float:
-            fdef = kb.findings.get(fid)
-            return fdef.leak if fdef else _UNKNOWN_LEAK
-
-        return chance
-    listed = cond.findings
-
-    def p(fid: str) -> float:
-        if fid in listed:
-            return listed[fid]
-        fdef = kb.findings.get(fid)
-        return fdef.unlisted_p if fdef else _UNKNOWN_LEAK
-
-    return p
+    return functools.partial(kb.likelihood, cond)
 
 
 def _bernoulli_log(p: float, is_present: bool) -> float:

@@ -83,15 +83,6 @@ class Differential:
         return max(own, self.family_probability)
 
 
-def _p(kb: KnowledgeBase, cond: ConditionDef | None, fid: str) -> float:
-    if cond is not None and fid in cond.findings:
-        return cond.findings[fid]
-    fdef = kb.findings.get(fid)
-    if fdef is None:
-        return 0.01
-    return fdef.leak if cond is None else fdef.unlisted_p
-
-
 def none_prior(kb: KnowledgeBase) -> float:
     return max(NONE_PRIOR_FLOOR, 1.0 - sum(c.prior for c in kb.conditions.values()))
 
@@ -151,7 +142,7 @@ def _noisy_or(kb: KnowledgeBase, ca: ConditionDef, cb: ConditionDef) -> Marginal
 
     def p(fid: str) -> float:
         pa, pb = ca.findings.get(fid, 0.0), cb.findings.get(fid, 0.0)
-        return 1 - (1 - pa) * (1 - pb) * (1 - _p(kb, None, fid))
+        return 1 - (1 - pa) * (1 - pb) * (1 - kb.likelihood(None, fid))
 
     return p
 
@@ -191,7 +182,7 @@ def _pair_candidates(kb: KnowledgeBase, observed: Mapping[str, bool], order: lis
     candidates = list(order[:_PAIR_CANDIDATES])
     leader = kb.conditions[order[0]] if order else None
     for fid, is_present in observed.items():
-        if not is_present or leader is None or _p(kb, leader, fid) >= 0.3:
+        if not is_present or leader is None or kb.likelihood(leader, fid) >= 0.3:
             continue
         best = sorted(kb.conditions.values(), key=lambda c: (-c.prior * c.findings.get(fid, 0.0), c.id))[:2]
         candidates += [c.id for c in best if c.findings.get(fid, 0.0) >= 0.3 and c.id not in candidates]
@@ -230,7 +221,7 @@ def enough_to_go_on(kb: KnowledgeBase, observed: Mapping[str, bool]) -> bool:
             return True
         if not is_present:
             continue
-        leak = _p(kb, None, fid)
-        if any(not _AGAINST_LR < _p(kb, c, fid) / leak < _FOR_LR for c in kb.conditions.values()):
+        leak = kb.likelihood(None, fid)
+        if any(not _AGAINST_LR < kb.likelihood(c, fid) / leak < _FOR_LR for c in kb.conditions.values()):
             return True
     return False

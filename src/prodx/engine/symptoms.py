@@ -376,8 +376,8 @@ class _Matcher:
         # A symptom's negator keeps its words on their sides: "not loading at all" is not "load
         # isn't elevated at all", "host not found" is not "not found on this server". (A denial
         # reads either way: "log shows nothing".)
-        bound = [(j, k) if j < k else (k, j) for k, i in enumerate(wanted)
-                 if sided and phrase.words[i] in _NEGATORS for j in range(len(wanted)) if j != k]
+        negators = [k for k, i in enumerate(wanted) if phrase.words[i] in _NEGATORS] if sided else []
+        bound = [(min(j, k), max(j, k)) for k in negators for j in range(len(wanted)) if j != k]
         best: tuple[int, int] | None = None
         for combo in itertools.islice(itertools.product(*choices), 4096):
             if len(set(combo)) < len(combo):  # one word of the text stands for one of the phrase

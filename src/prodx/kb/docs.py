@@ -40,15 +40,6 @@ def _clip(p: float) -> float:
     return min(1 - _EPS, max(_EPS, p))
 
 
-def p_of(kb: KnowledgeBase, cond: ConditionDef, fid: str) -> float:
-    """P(finding | condition): its listed value, else what an unlisting condition gives the
-    finding (its leak, or its ``unlisted`` value), as the engine does."""
-    if fid in cond.findings:
-        return cond.findings[fid]
-    fdef = kb.findings.get(fid)
-    return fdef.unlisted_p if fdef else 0.01
-
-
 def likelihood_ratios(p: float, leak: float) -> tuple[float, float]:
     """(LR when present, LR when absent) of a finding with P(f|c) = p and leak ``leak``.
 
@@ -78,7 +69,7 @@ def divergence(kb: KnowledgeBase, a: str, b: str) -> float:
     """Symmetric Kullback-Leibler divergence of two conditions over the findings either lists
     (0: no finding tells them apart)."""
     ca, cb = kb.conditions[a], kb.conditions[b]
-    return sum(_kl(p_of(kb, ca, f), p_of(kb, cb, f)) + _kl(p_of(kb, cb, f), p_of(kb, ca, f))
+    return sum(_kl(kb.likelihood(ca, f), kb.likelihood(cb, f)) + _kl(kb.likelihood(cb, f), kb.likelihood(ca, f))
                for f in sorted(set(ca.findings) | set(cb.findings)))
 
 
@@ -94,7 +85,7 @@ def tells_apart(kb: KnowledgeBase, a: str, b: str, limit: int = 3) -> list[dict[
     ca, cb = kb.conditions[a], kb.conditions[b]
     rows = []
     for fid in sorted(set(ca.findings) | set(cb.findings)):
-        pa, pb = p_of(kb, ca, fid), p_of(kb, cb, fid)
+        pa, pb = kb.likelihood(ca, fid), kb.likelihood(cb, fid)
         d = _kl(pa, pb) + _kl(pb, pa)
         if d <= 0:
             continue

@@ -82,8 +82,7 @@ def lint(kb: KnowledgeBase, probe_findings: dict[str, tuple[str, ...]]) -> list[
     for a, b in itertools.combinations(sorted(kb.conditions), 2):
         ca, cb = kb.conditions[a], kb.conditions[b]
         ids = set(ca.findings) | set(cb.findings)
-        leak = {f: known[f].unlisted_p if f in known else 0.01 for f in ids}
-        if all(abs(ca.findings.get(f, leak[f]) - cb.findings.get(f, leak[f])) < _DISTINCT for f in ids):
+        if all(abs(kb.likelihood(ca, f) - kb.likelihood(cb, f)) < _DISTINCT for f in ids):
             issues.append(LintIssue(f"conditions {a} and {b}", "no finding tells them apart"))
     issues += _lint_groups(kb)
     rules = lint_rules(kb)

@@ -22,6 +22,8 @@ from prodx.engine.words import Lexicon, stem
 
 DATA_DIR = Path(__file__).parent / "data"
 SCHEMA_DIR = Path(__file__).parent / "schema"
+#: P(finding | anything) of a finding the catalogue lacks (a site KB naming an unknown id).
+_UNKNOWN_LEAK = 0.01
 
 
 class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
@@ -149,6 +151,17 @@ class KnowledgeBase:
     groups: dict[str, EvidenceGroup] = field(default_factory=dict)
     #: finding id → the id of the evidence group that holds it.
     group_of: dict[str, str] = field(default_factory=dict)
+
+    def likelihood(self, cond: ConditionDef | None, fid: str) -> float:
+        """P(finding | condition): the condition's listed value, else the finding's
+        ``unlisted_p``; for None ("none of the known conditions") the finding's leak. A finding
+        the catalogue lacks counts at 0.01."""
+        if cond is not None and fid in cond.findings:
+            return cond.findings[fid]
+        fdef = self.findings.get(fid)
+        if fdef is None:
+            return _UNKNOWN_LEAK
+        return fdef.leak if cond is None else fdef.unlisted_p
 
     def chain(self, condition_id: str) -> list[str]:
         """The refinement chain from ``condition_id`` up to its most general ancestor."""
