@@ -10,8 +10,8 @@ Two sources of truth:
 - real incidents, diagnosed from their words alone (``prodx diagnose --no-probes`` with each
   symptom and observation line as a ``--symptom``, in this process): the held-out half of the
   corpus (``bench/corpus/heldout``, never tuned on: the headline figure), its tuning half
-  (``bench/corpus/tuning``), a second collection gathered for tuning after the split
-  (``bench/corpus/tuning2``) and the shared cases (``/work/shared/cases``, one more tuning set);
+  (``bench/corpus/tuning``), a second and a third collection gathered for tuning after the
+  split (``bench/corpus/tuning2``, ``tuning3``) and the shared cases (``/work/shared/cases``, one more tuning set);
   each twice, with the observations and from the symptoms alone. The root cause or an
   acceptable alternate must lead; for a cause the KB does not know (``other``) "none of the
   known conditions" is the right answer, and it takes its place in every ranking.
@@ -65,6 +65,7 @@ CASE_SETS = {
     "heldout": (CORPUS_DIR / "heldout", "Corpus, held-out half (never tuned on)"),
     "tuning": (CORPUS_DIR / "tuning", "Corpus, tuning half"),
     "tuning2": (CORPUS_DIR / "tuning2", "Corpus, second collection (tuning)"),
+    "tuning3": (CORPUS_DIR / "tuning3", "Corpus, third collection (tuning)"),
     "shared": (CASES_DIR, "Shared cases (a tuning set)"),
 }
 #: (variant name, with the observations?)

@@ -316,6 +316,10 @@ def test_symptom_quantity_examples_in_the_docstrings_hold():
         ("visitors from Google are redirected to a spam site; the site was hacked", "symptom.compromised", FindingState.PRESENT),
         ("dmesg shows soft lockups, and the BMC logged a failing DIMM", "symptom.hardware_fault", FindingState.PRESENT),
         ("Cloudflare had a global outage at the time", "symptom.provider_outage", FindingState.PRESENT),
+        # A failing RAID controller is storage; a failing DIMM is not.
+        ("the RAID controller logged a fault", "symptom.io_error", FindingState.PRESENT),
+        ("the RAID controller logged a fault", "symptom.hardware_fault", None),
+        ("Services down from 2:02am to 9:46am", "symptom.site_down", FindingState.PRESENT),
         ("the provider's status page shows no incident", "symptom.provider_outage", FindingState.ABSENT),
     ],
 )
