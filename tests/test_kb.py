@@ -132,6 +132,19 @@ def test_kb_lint_flags_an_unlisted_value_not_below_the_leak():
     assert any("symptom.compromised" in i and "is not below its leak" in i for i in issues), issues
 
 
+def test_kb_lint_flags_a_phrase_naming_a_word_class_the_lexicon_lacks():
+    """An unknown "@class" matches nothing, so the phrase would silently never work."""
+    import dataclasses
+
+    kb = load_kb()
+    fdef = kb.findings["symptom.cert_expired"]
+    broken = dataclasses.replace(kb, findings={**kb.findings, fdef.id: dataclasses.replace(
+        fdef, phrases=(*fdef.phrases, "@expire soon"), negations=(*fdef.negations, "@cert is fine"))})
+    issues = [str(i) for i in lint(broken, {n: c.findings for n, c in load_all().items()})]
+    assert any("symptom.cert_expired" in i and "@expire is no word class" in i for i in issues), issues
+    assert not any("@cert" in i for i in issues), issues
+
+
 def test_kb_lint_flags_risky_commands_marked_safe_and_passes_reloads(tmp_path):
     text = _disk_full().replace("command: \"apt-get clean\"", "command: \"rm -rf /var/cache/apt/archives/*.deb\"", 1)
     issues = _lint_site(tmp_path, text, "rm")

@@ -321,6 +321,22 @@ def test_symptom_quantity_examples_in_the_docstrings_hold():
         ("the RAID controller logged a fault", "symptom.hardware_fault", None),
         ("Services down from 2:02am to 9:46am", "symptom.site_down", FindingState.PRESENT),
         ("the provider's status page shows no incident", "symptom.provider_outage", FindingState.ABSENT),
+        # A word class is named as the lexicon names it, even where a term would rewrite the word.
+        ("the ssl expired", "symptom.cert_expired", FindingState.PRESENT),
+        ("the certificate is still valid until March", "symptom.cert_expired", FindingState.ABSENT),
+        ("The certificate itself is far from its expiry date", "symptom.cert_expired", FindingState.ABSENT),
+        # Two words the lexicon knows are never each other's typo.
+        ("disk filling up fast", "symptom.io_error", None),
+        ("the disk is failling", "symptom.io_error", FindingState.PRESENT),
+        # An operator's reading of what a probe measures states the probe's finding.
+        ("chronyc says the clock is not synchronised", "clock.unsynchronised", FindingState.PRESENT),
+        ("timedatectl: System clock synchronized: no", "clock.unsynchronised", FindingState.PRESENT),
+        ("timedatectl: System clock synchronized: yes", "clock.unsynchronised", FindingState.ABSENT),
+        ("45 minutes of downtime", "symptom.site_down", FindingState.PRESENT),
+        ("the journal showed nothing", "symptom.log_errors", FindingState.ABSENT),
+        ("the update failed for lack of free space", "symptom.no_space_error", FindingState.PRESENT),
+        ("a strange process was using all CPU", "symptom.unknown_process", FindingState.PRESENT),
+        ("restarting PHP makes it fine again", "symptom.restart_helped", FindingState.PRESENT),
     ],
 )
 def test_symptom_words_say_what_they_mean_not_what_they_contain(kb, text, fid, state):

@@ -288,6 +288,9 @@ class _Matcher:
         """A small typo of a long word ("synchronsied" for "synchronised")."""
         if a[0] != b[0] or min(len(a), len(b)) < 6 or abs(len(a) - len(b)) > 1 or not a[0].isalpha():
             return False
+        # Two words the lexicon knows are two words, not a typo ("filling" is not "failing").
+        if self.vocabulary.knows(a) and self.vocabulary.knows(b):
+            return False
         hit = self._typo.get((a, b))
         if hit is None:
             hit = self._typo[(a, b)] = SequenceMatcher(None, a, b).ratio() >= 0.85
@@ -867,6 +870,9 @@ def _negation_hit(neg: _Words, text: _Words, loose: bool, m: _Matcher) -> bool:
     span = m.match(neg, text, loose, sided=False)
     # An antonym must be said as it is: "logs are updating" is not "logs stopped updating".
     if span is None or _spread(text.words, span) > len(neg.content):
+        return False
+    # A "no" right after answers the phrase: "System clock synchronized: no".
+    if span[1] + 1 < len(text.words) and text.words[span[1] + 1] in _NEGATORS:
         return False
     if any(w in _NEGATORS for w in neg.words):
         # A negation phrase that says "no"/"not" only counts where the text says it too.

@@ -72,7 +72,8 @@ class Vocabulary:
     """Cuts texts into words and gives each word its key under one lexicon."""
 
     def __init__(self, lexicon: Lexicon) -> None:
-        self._terms = [(re.compile(rf"(?<![\w-])(?:{pattern})(?![\w-])", re.IGNORECASE), word) for pattern, word in lexicon.terms]
+        # "@cert" names a class: a term ("certs?") must not rewrite it.
+        self._terms = [(re.compile(rf"(?<![\w@-])(?:{pattern})(?![\w-])", re.IGNORECASE), word) for pattern, word in lexicon.terms]
         self._by_stem: dict[str, str] = {}
         for group in lexicon.synonyms:
             head = stem(group[0])
@@ -111,6 +112,15 @@ class Vocabulary:
             if len(parts) > 1:
                 out.extend(parts)
         return out
+
+    def knows(self, word: str) -> bool:
+        """Whether the word is one of the synonym groups' words (so it is spelled right).
+
+        >>> v = Vocabulary(Lexicon(synonyms=(("fail", "failure"),)))
+        >>> v.knows("failing"), v.knows("filling")
+        (True, False)
+        """
+        return stem(word.lower()) in self._by_stem
 
     def key(self, word: str) -> str:
         """What a word means: its stem, through the synonym groups.

@@ -3,7 +3,7 @@
 Finds: finding ids a condition, signature, hog rule or evidence group names that the
 catalogue lacks; refinement targets that do not exist or form a cycle; findings no probe or
 question can observe; probes asserting findings the catalogue lacks; condition pairs no
-finding can tell apart; signature regexes that do not compile; evidence-group members whose
+finding can tell apart; phrases naming a word class the lexicon lacks; signature regexes that do not compile; evidence-group members whose
 leak the group's chance exhausts or that no condition lists. An empty list means the KB is
 clean.
 """
@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from prodx.engine.words import Vocabulary
 from prodx.kb.loader import ConditionDef, KnowledgeBase, load_yaml
 
 _RISK_ORDER = {"safe": 0, "downtime": 1, "data-loss": 2}
@@ -46,6 +47,7 @@ def lint(kb: KnowledgeBase, probe_findings: dict[str, tuple[str, ...]]) -> list[
     issues: list[LintIssue] = []
     known = kb.findings
     declared = {fid for ids in probe_findings.values() for fid in ids}
+    vocabulary = Vocabulary(kb.lexicon)
     for fid, fdef in sorted(known.items()):
         if fdef.observed_by == "probe":
             if fdef.probe not in probe_findings:
@@ -54,6 +56,10 @@ def lint(kb: KnowledgeBase, probe_findings: dict[str, tuple[str, ...]]) -> list[
                 issues.append(LintIssue(f"finding {fid}", f"probe {fdef.probe} does not declare it"))
         if fdef.is_symptom and not fdef.phrases:
             issues.append(LintIssue(f"finding {fid}", "a symptom needs phrases to be recognised in text"))
+        for text in (*fdef.phrases, *fdef.negations):
+            for word in vocabulary.words(text):
+                if word.startswith("@") and word not in vocabulary.classes:
+                    issues.append(LintIssue(f"finding {fid}", f"phrase {text!r}: {word} is no word class of the lexicon"))
         if fdef.unlisted is not None and fdef.unlisted >= fdef.leak:
             issues.append(LintIssue(f"finding {fid}", f"unlisted {fdef.unlisted} is not below its leak {fdef.leak}: "
                                     "it would make the finding point to the catalogue, not away from it"))
