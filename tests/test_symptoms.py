@@ -337,6 +337,24 @@ def test_symptom_quantity_examples_in_the_docstrings_hold():
         ("the update failed for lack of free space", "symptom.no_space_error", FindingState.PRESENT),
         ("a strange process was using all CPU", "symptom.unknown_process", FindingState.PRESENT),
         ("restarting PHP makes it fine again", "symptom.restart_helped", FindingState.PRESENT),
+        ("the server had run out of OS storage space", "symptom.no_space_error", FindingState.PRESENT),
+        ("we are running out of disk space", "symptom.disk_filling", FindingState.PRESENT),
+        ('rm * gave "bash: /bin/rm: Argument list too long"', "symptom.many_files", FindingState.PRESENT),
+        ("it ends with an OutOfMemoryException", "symptom.oom", FindingState.PRESENT),
+        ("Killing the process that uses the most CPU has been done several times", "symptom.oom", None),
+        ("The memory held by the app server keeps growing while it runs", "symptom.memory_grows", FindingState.PRESENT),
+        ("the heap size was increased to 4 GB", "symptom.memory_grows", None),
+        ("Restarting the server process releases the memory", "symptom.restart_helped", FindingState.PRESENT),
+        ("The MySQL process was consuming a large share of the system RAM", "symptom.memory_high", FindingState.PRESENT),
+        ("CPU consumption stays high", "symptom.cpu_high", FindingState.PRESENT),
+        ("the binary turned out to be xmr-stak", "symptom.unknown_process", FindingState.PRESENT),
+        # An application that hangs is not a host that froze; concurrency is not a schedule.
+        ("clicking around makes Nextcloud hang for 20 seconds", "symptom.host_unresponsive", None),
+        ("MariaDB is configured to accept 8 connections at the same time", "symptom.periodic", None),
+        ("Multiple instances of cron.php are running at the same time", "workload.cron_overlap", FindingState.PRESENT),
+        # A requirement or a first belief is not a reading.
+        ("Discourse needs at least 5 GB free to update", "symptom.disk_space_ok", None),
+        ("The admin first believed the partition was running out of space", "symptom.disk_filling", None),
     ],
 )
 def test_symptom_words_say_what_they_mean_not_what_they_contain(kb, text, fid, state):

@@ -182,6 +182,11 @@ _COMPOUND_SUBJECTS = ("cpu", "memory", "mem", "swap", "disk", "inode", "iowait")
 #: Words that make a sentence's numbers a course over time ("then", "later", "climbs to").
 _TIME_COURSE = re.compile(r"\b(?:then|later|afterwards|after (?:a|an|one|two|three|a few|several|\d+) \w+|"
                           r"climb\w*|rises|rose|grows|grew|creeps?|crept|approach\w*|increas\w*|now at)\b")
+#: "the memory used by the Sidekiq worker climbs over several days": memory named, then,
+#: within a few words, a verb of growth.
+_MEMORY_COURSE = re.compile(r"\b(?:memory|ram|rss|heap)\b(?:[^\w.;]+[\w'-]+){0,8}?[^\w.;]+(?:keeps? |kept )?"
+                            r"(?:grow(?:s|ing)?|grew|climb(?:s|ed|ing)?|creep(?:s|ing)?|crept|increas(?:es|ed|ing)"
+                            r"|balloon(?:s|ed|ing)?)\b")
 #: How far a run of readings must climb to say it grows, and what it then says.
 _RUN_RISE = {"mem": 15.0, "disk": 10.0}
 _RUN_LABEL = {"mem": "memory grows", "disk": "disk usage rising"}
@@ -606,6 +611,8 @@ def quantities(sentence: str) -> list[str]:
     ['disk full', 'du and df disagree']
     >>> quantities("var/cache and var/page_cache take 60% of the disk")
     ['huge cache']
+    >>> quantities("The memory used by the Sidekiq worker climbs over the course of several days")
+    ['memory grows']
     """
     out: list[str] = []
     lowered = re.sub(r"(\d)\s*(?:percent|pct)\b", r"\1%", re.sub(r"(\d)\s+%", r"\1%", sentence.lower()))
@@ -728,6 +735,11 @@ def quantities(sentence: str) -> list[str]:
         before = float(m.group(1)) * 1024 ** _UNIT_FACTOR[m.group(2).lower()]
         after = float(m.group(3)) * 1024 ** _UNIT_FACTOR[m.group(4).lower()]
         if _subject(lowered[: m.start()].split()[-6:] + ["x"], 5) == "mem" and after >= 1.5 * before:
+            out.append("memory grows")
+    for m in _MEMORY_COURSE.finditer(lowered):
+        said = m.group(0).split()
+        # "the heap size was increased": someone raised a setting
+        if not _NEGATORS.intersection(said) and said[-2:-1] not in (["was"], ["were"], ["been"], ["be"], ["is"]):
             out.append("memory grows")
     return list(dict.fromkeys(out))
 
@@ -903,8 +915,10 @@ _IRREALIS = re.compile(
     r"|should we|next (?:week|month|quarter|sprint|year)|tomorrow|someday|some day|documentation|documented"
     r"|wiki|handbook|explain|in theory|hypothetically"
     # a guess is not a fact: "first guesses were bigger logfiles", "we suspected the database"
-    r"|guess(?:es|ed)?|suspect(?:s|ed)?|assum(?:e|ed|ing)|first thought|thought it was|wonder(?:ed)?|maybe"
-    r"|might be|could be)\b",
+    r"|guess(?:es|ed)?|suspect(?:s|ed)?|assum(?:e|ed|ing)|first thought|thought it was|believed|wonder(?:ed)?|maybe"
+    r"|might be|could be"
+    # a requirement is not a reading: "needs at least 5 GB free"
+    r"|needs? at least|requires? at least)\b",
     re.IGNORECASE,
 )
 

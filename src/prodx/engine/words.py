@@ -106,7 +106,7 @@ class Vocabulary:
         ['nginx.service', 'nginx', 'service', 'failed', 'redis', 'exception', 'in', 'access.log', 'access', 'log']
         """
         out: list[str] = []
-        for w in _WORD.findall(_COMPOUND_ERROR.sub(r"\1 \2", self.rewrite(text))):
+        for w in _WORD.findall(self.rewrite(_COMPOUND_ERROR.sub(r"\1 \2", text.lower()))):
             out.append(w)
             parts = [p for p in re.split(r"[-/]|\.(?=[a-z])", w) if p]
             if len(parts) > 1:
