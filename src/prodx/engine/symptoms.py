@@ -503,6 +503,32 @@ def denied_connects(sentence: str) -> list[str]:
     return ["connect permission denied"] if denied and _CONNECT.search(sentence) else []
 
 
+#: "CPU, memory and disk usage were all normal", "checked databases, CPU and memory: all
+#: normal": one verdict given to a list of things.
+_LISTED_VERDICT = re.compile(
+    r"((?:[\w'/-]+ ){0,3}[\w'/-]+(?:, (?:[\w'/-]+ ){0,3}[\w'/-]+)*,? and (?:[\w'/-]+ ){0,3}[\w'/-]+)"
+    r"(?:: | (?:were|are|looked|look|seemed|seem|all looked|all seemed|stayed|remained) )(?:all )?"
+    r"(normal|fine|ok|okay|healthy|low)\b",
+    re.IGNORECASE,
+)
+
+
+def listed_verdicts(sentence: str) -> list[str]:
+    """``X is <verdict>`` for each thing of a list one verdict is given to.
+
+    >>> listed_verdicts("The server's CPU, memory and disk usage were all normal.")
+    ["the server's cpu is fine", 'memory is fine', 'disk usage is fine']
+    >>> listed_verdicts("On-call checked databases, CPU and memory: all normal")
+    ['on-call checked databases is fine', 'cpu is fine', 'memory is fine']
+    """
+    out: list[str] = []
+    for m in _LISTED_VERDICT.finditer(sentence):
+        items = re.split(r",\s*(?:and\s+)?|\s+and\s+", m.group(1).lower())
+        verdict = "low" if m.group(2).lower() == "low" else "fine"
+        out += [f"{item.strip()} is {verdict}" for item in items if item.strip()]
+    return out
+
+
 def http_codes(text: str) -> list[str]:
     """``http NNN`` and ``http 4xx``/``http 5xx`` for every HTTP status a text names; a
     negator just before the code gives ``no http NNN``.
@@ -511,13 +537,16 @@ def http_codes(text: str) -> list[str]:
     ['http 502', 'http 5xx']
     >>> http_codes("Per-user limit on the server: 512 processes, ulimit 500,000")
     []
+    >>> http_codes("the monitor saw 502 errors; 500 errors an hour is normal here")
+    ['http 502', 'http 5xx']
     >>> http_codes("no 504 since the fix")
     ['no http 504', 'no http 5xx']
     """
     out: list[str] = []
     for m in _HTTP_CODE.finditer(text):
         after = _words(text[m.end() : m.end() + 16])
-        if after and after[0] in _UNITS:
+        # "500 errors" may count them; "502 errors" names the status.
+        if after and after[0] in _UNITS and not (after[0] in ("error", "errors") and not m.group(1).endswith("00")):
             continue
         before = _words(text[max(0, m.start() - 24) : m.start()])[-3:]
         neg = "no " if any(w in _NEGATORS and w not in _FAILURE_NEGATORS for w in before) else ""
@@ -1034,7 +1063,7 @@ def _match_text(text: str, compiled: list[_Phrases], m: _Matcher, kb: KnowledgeB
         if not sentence.strip(" ,;"):
             continue
         sentence_hits = _match_words(m.cut(sentence), compiled, False, m)
-        extra = [*errno_texts(sentence), *denied_connects(sentence), *http_codes(sentence),
+        extra = [*errno_texts(sentence), *denied_connects(sentence), *http_codes(sentence), *listed_verdicts(sentence),
                  *quantities(sentence), *time_anchors(sentence)]
         for piece in extra:
             sentence_hits.update(_match_words(m.cut(piece), compiled, True, m))
