@@ -372,6 +372,9 @@ def test_symptom_quantity_examples_in_the_docstrings_hold():
          FindingState.PRESENT),
         ("hundreds of customers arrived at once", "symptom.traffic_spike", FindingState.PRESENT),
         ("nothing had been deployed that week", "symptom.after_deploy", FindingState.ABSENT),
+        ("the st column stays at 0 in vmstat", "cpu.steal_high", FindingState.ABSENT),
+        ("nginx -t says syntax is ok and the test is successful", "symptom.config_syntax", FindingState.ABSENT),
+        ("binlogs are purged after 3 days, they're tiny", "symptom.db_hog", FindingState.ABSENT),
         # A requirement or a first belief is not a reading.
         ("Discourse needs at least 5 GB free to update", "symptom.disk_space_ok", None),
         ("The admin first believed the partition was running out of space", "symptom.disk_filling", None),

@@ -829,7 +829,7 @@ def _judge(subject: str, pct: float, context: str) -> list[str]:
     if subject == "disk":
         return ["disk full"] if pct >= 98 else ["disk has space"] if pct <= 85 else []
     if subject == "steal":
-        return ["high steal"] if pct >= 10 else []
+        return ["high steal"] if pct >= 10 else ["low steal"] if pct <= 2 else []
     if subject == "idle":
         return ["high cpu"] if pct <= 10 else ["low cpu"] if pct >= 70 else []
     return []
