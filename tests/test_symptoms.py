@@ -375,6 +375,9 @@ def test_symptom_quantity_examples_in_the_docstrings_hold():
         ("the st column stays at 0 in vmstat", "cpu.steal_high", FindingState.ABSENT),
         ("nginx -t says syntax is ok and the test is successful", "symptom.config_syntax", FindingState.ABSENT),
         ("binlogs are purged after 3 days, they're tiny", "symptom.db_hog", FindingState.ABSENT),
+        ("The pages come back with status 200", "symptom.http_5xx", FindingState.ABSENT),
+        ("No permission errors in any log", "symptom.permission_error", FindingState.ABSENT),
+        ("there were no session warnings in the php error log", "symptom.session_write_error", FindingState.ABSENT),
         # A requirement or a first belief is not a reading.
         ("Discourse needs at least 5 GB free to update", "symptom.disk_space_ok", None),
         ("The admin first believed the partition was running out of space", "symptom.disk_filling", None),

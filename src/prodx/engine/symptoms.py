@@ -122,6 +122,9 @@ _ERRNO_NUMBER = re.compile(
 )
 _ERRNO_NAME = re.compile(r"\bE[A-Z0-9]{2,14}\b")
 _CONNECT = re.compile(r"\bconnect(?:s|ing|ion|ions|ed)?\b|\bname_connect\b", re.IGNORECASE)
+#: "status 200", "200 OK", "answers 200": a request that succeeded.
+_HTTP_OK = re.compile(r"\b(?:status(?: code)?|code|http|returns?|returned|answers?|answered|with|gets?|got)\s+200\b|\b200 ok\b",
+                      re.IGNORECASE)
 _HTTP_CODE = re.compile(r"(?<![\d.,:/-])\b([45]\d\d)s?\b(?![.,:/]\d)(?!\s*%)")
 #: A number followed by one of these is a quantity, not an HTTP status.
 _UNITS = frozenset(
@@ -513,6 +516,27 @@ _LISTED_VERDICT = re.compile(
 )
 
 
+#: "there's no clock problem here", "no session warnings in the log": a kind of trouble denied.
+_DENIED_TROUBLE = re.compile(
+    r"\b(?:no|not an?|never an?|without an?y?|nothing wrong with(?: the)?)\s+((?:[\w/-]+ ){0,2}?[\w/-]+)\s+"
+    r"(?:problems?|issues?|errors?|warnings?|trouble|complaints?)\b",
+    re.IGNORECASE,
+)
+
+
+def denied_troubles(sentence: str) -> list[str]:
+    """``<thing> problem`` for each kind of trouble the sentence denies, to be read as denied.
+
+    >>> denied_troubles("There's no clock problem here, and no session warnings in the log")
+    ['clock problem', 'clock error', 'session problem', 'session error']
+    """
+    out: list[str] = []
+    for m in _DENIED_TROUBLE.finditer(sentence):
+        thing = m.group(1).lower()
+        out += [f"{thing} problem", f"{thing} error"]
+    return out
+
+
 def listed_verdicts(sentence: str) -> list[str]:
     """``X is <verdict>`` for each thing of a list one verdict is given to.
 
@@ -539,10 +563,14 @@ def http_codes(text: str) -> list[str]:
     []
     >>> http_codes("the monitor saw 502 errors; 500 errors an hour is normal here")
     ['http 502', 'http 5xx']
+    >>> http_codes("The load balancer answers 200 for all health checks and pages")
+    ['no http 5xx']
     >>> http_codes("no 504 since the fix")
     ['no http 504', 'no http 5xx']
     """
     out: list[str] = []
+    if _HTTP_OK.search(text) and not _HTTP_CODE.search(text):
+        return ["no http 5xx"]
     for m in _HTTP_CODE.finditer(text):
         after = _words(text[m.end() : m.end() + 16])
         # "500 errors" may count them; "502 errors" names the status.
@@ -1067,6 +1095,8 @@ def _match_text(text: str, compiled: list[_Phrases], m: _Matcher, kb: KnowledgeB
                  *quantities(sentence), *time_anchors(sentence)]
         for piece in extra:
             sentence_hits.update(_match_words(m.cut(piece), compiled, True, m))
+        for piece in denied_troubles(sentence):
+            sentence_hits.update(dict.fromkeys(_match_words(m.cut(piece), compiled, True, m), FindingState.ABSENT))
         for piece in quoted(sentence):
             hits = _match_words(m.cut(piece), compiled, True, m)
             if _denied_before(sentence, sentence.find(piece)):  # 'no "Cannot assign ..." errors'
