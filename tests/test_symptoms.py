@@ -378,6 +378,9 @@ def test_symptom_quantity_examples_in_the_docstrings_hold():
         ("The pages come back with status 200", "symptom.http_5xx", FindingState.ABSENT),
         ("No permission errors in any log", "symptom.permission_error", FindingState.ABSENT),
         ("there were no session warnings in the php error log", "symptom.session_write_error", FindingState.ABSENT),
+        ('Unpacking the package... Could not create directory.', "symptom.permission_error", FindingState.PRESENT),
+        ("WordPress asks for FTP credentials to install plugins", "symptom.permission_error", FindingState.PRESENT),
+        ('The installation shows "Whoops, looks like something went wrong"', "symptom.http_500", FindingState.PRESENT),
         # A requirement or a first belief is not a reading.
         ("Discourse needs at least 5 GB free to update", "symptom.disk_space_ok", None),
         ("The admin first believed the partition was running out of space", "symptom.disk_filling", None),
