@@ -381,6 +381,8 @@ def test_symptom_quantity_examples_in_the_docstrings_hold():
         ('Unpacking the package... Could not create directory.', "symptom.permission_error", FindingState.PRESENT),
         ("WordPress asks for FTP credentials to install plugins", "symptom.permission_error", FindingState.PRESENT),
         ('The installation shows "Whoops, looks like something went wrong"', "symptom.http_500", FindingState.PRESENT),
+        ("The machine's load average keeps rising until it slows to a crawl", "symptom.memory_grows", None),
+        ("a process keeps 4 threads at 100% CPU", "symptom.process_cpu_hog", FindingState.PRESENT),
         # A requirement or a first belief is not a reading.
         ("Discourse needs at least 5 GB free to update", "symptom.disk_space_ok", None),
         ("The admin first believed the partition was running out of space", "symptom.disk_filling", None),
