@@ -383,6 +383,10 @@ def test_symptom_quantity_examples_in_the_docstrings_hold():
         ('The installation shows "Whoops, looks like something went wrong"', "symptom.http_500", FindingState.PRESENT),
         ("The machine's load average keeps rising until it slows to a crawl", "symptom.memory_grows", None),
         ("a process keeps 4 threads at 100% CPU", "symptom.process_cpu_hog", FindingState.PRESENT),
+        ("nslookup says \"*** Can't find api.example.org: No answer\"", "symptom.dns_error", FindingState.PRESENT),
+        ("Following a setup guide, restarting nginx ends with an error", "symptom.after_config_change", FindingState.PRESENT),
+        ("the correct password just clears the fields and shows the login screen again", "symptom.login_silent_fail",
+         FindingState.PRESENT),
         # A requirement or a first belief is not a reading.
         ("Discourse needs at least 5 GB free to update", "symptom.disk_space_ok", None),
         ("The admin first believed the partition was running out of space", "symptom.disk_filling", None),
