@@ -123,8 +123,10 @@ _ERRNO_NUMBER = re.compile(
 _ERRNO_NAME = re.compile(r"\bE[A-Z0-9]{2,14}\b")
 _CONNECT = re.compile(r"\bconnect(?:s|ing|ion|ions|ed)?\b|\bname_connect\b", re.IGNORECASE)
 #: "status 200", "200 OK", "answers 200": a request that succeeded.
-_HTTP_OK = re.compile(r"\b(?:status(?: code)?|code|http|returns?|returned|answers?|answered|with|gets?|got)\s+200\b|\b200 ok\b",
-                      re.IGNORECASE)
+_HTTP_OK = re.compile(
+    r"\b(?:status(?: code)?|code|http|returns?|returned|answers?|answered|with|gets?|got)\s+200\b|\b200 ok\b",
+    re.IGNORECASE,
+)
 _HTTP_CODE = re.compile(r"(?<![\d.,:/-])\b([45]\d\d)s?\b(?![.,:/]\d)(?!\s*%)")
 #: A number followed by one of these is a quantity, not an HTTP status.
 _UNITS = frozenset(
@@ -506,16 +508,6 @@ def denied_connects(sentence: str) -> list[str]:
     return ["connect permission denied"] if denied and _CONNECT.search(sentence) else []
 
 
-#: "CPU, memory and disk usage were all normal", "checked databases, CPU and memory: all
-#: normal": one verdict given to a list of things.
-_LISTED_VERDICT = re.compile(
-    r"((?:[\w'/-]+ ){0,3}[\w'/-]+(?:, (?:[\w'/-]+ ){0,3}[\w'/-]+)*,? and (?:[\w'/-]+ ){0,3}[\w'/-]+)"
-    r"(?:: | (?:were|are|looked|look|seemed|seem|all looked|all seemed|stayed|remained) )(?:all )?"
-    r"(normal|fine|ok|okay|healthy|low)\b",
-    re.IGNORECASE,
-)
-
-
 #: "there's no clock problem here", "no session warnings in the log": a kind of trouble denied.
 _DENIED_TROUBLE = re.compile(
     r"\b(?:no|not an?|never an?|without an?y?|nothing wrong with(?: the)?)\s+((?:[\w/-]+ ){0,2}?[\w/-]+)\s+"
@@ -535,6 +527,16 @@ def denied_troubles(sentence: str) -> list[str]:
         thing = m.group(1).lower()
         out += [f"{thing} problem", f"{thing} error"]
     return out
+
+
+#: "CPU, memory and disk usage were all normal", "checked databases, CPU and memory: all
+#: normal": one verdict given to a list of things.
+_LISTED_VERDICT = re.compile(
+    r"((?:[\w'/-]+ ){0,3}[\w'/-]+(?:, (?:[\w'/-]+ ){0,3}[\w'/-]+)*,? and (?:[\w'/-]+ ){0,3}[\w'/-]+)"
+    r"(?:: | (?:were|are|looked|look|seemed|seem|all looked|all seemed|stayed|remained) )(?:all )?"
+    r"(normal|fine|ok|okay|healthy|low)\b",
+    re.IGNORECASE,
+)
 
 
 def listed_verdicts(sentence: str) -> list[str]:
@@ -573,8 +575,10 @@ def http_codes(text: str) -> list[str]:
         return ["no http 5xx"]
     for m in _HTTP_CODE.finditer(text):
         after = _words(text[m.end() : m.end() + 16])
+        counted = bool(after) and after[0] in _UNITS
         # "500 errors" may count them; "502 errors" names the status.
-        if after and after[0] in _UNITS and not (after[0] in ("error", "errors") and not m.group(1).endswith("00")):
+        names_status = bool(after) and after[0] in ("error", "errors") and not m.group(1).endswith("00")
+        if counted and not names_status:
             continue
         before = _words(text[max(0, m.start() - 24) : m.start()])[-3:]
         neg = "no " if any(w in _NEGATORS and w not in _FAILURE_NEGATORS for w in before) else ""
@@ -1091,8 +1095,8 @@ def _match_text(text: str, compiled: list[_Phrases], m: _Matcher, kb: KnowledgeB
         if not sentence.strip(" ,;"):
             continue
         sentence_hits = _match_words(m.cut(sentence), compiled, False, m)
-        extra = [*errno_texts(sentence), *denied_connects(sentence), *http_codes(sentence), *listed_verdicts(sentence),
-                 *quantities(sentence), *time_anchors(sentence)]
+        extra = [*errno_texts(sentence), *denied_connects(sentence), *http_codes(sentence),
+                 *listed_verdicts(sentence), *quantities(sentence), *time_anchors(sentence)]
         for piece in extra:
             sentence_hits.update(_match_words(m.cut(piece), compiled, True, m))
         for piece in denied_troubles(sentence):

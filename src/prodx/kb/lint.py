@@ -3,9 +3,9 @@
 Finds: finding ids a condition, signature, hog rule or evidence group names that the
 catalogue lacks; refinement targets that do not exist or form a cycle; findings no probe or
 question can observe; probes asserting findings the catalogue lacks; condition pairs no
-finding can tell apart; phrases naming a word class the lexicon lacks; signature regexes that do not compile; evidence-group members whose
-leak the group's chance exhausts or that no condition lists. An empty list means the KB is
-clean.
+finding can tell apart; phrases naming a word class the lexicon lacks; signature regexes
+that do not compile; evidence-group members whose leak the group's chance exhausts or that
+no condition lists. An empty list means the KB is clean.
 """
 
 from __future__ import annotations
