@@ -145,6 +145,17 @@ def test_kb_lint_flags_a_phrase_naming_a_word_class_the_lexicon_lacks():
     assert not any("@cert" in i for i in issues), issues
 
 
+def test_kb_lint_flags_a_phrase_listed_twice():
+    import dataclasses
+
+    kb = load_kb()
+    fdef = kb.findings["symptom.disk_filling"]
+    broken = dataclasses.replace(kb, findings={**kb.findings, fdef.id: dataclasses.replace(
+        fdef, phrases=(*fdef.phrases, fdef.phrases[0].upper()))})
+    issues = [str(i) for i in lint(broken, {n: c.findings for n, c in load_all().items()})]
+    assert any("symptom.disk_filling" in i and "is listed 2 times" in i for i in issues), issues
+
+
 def test_kb_lint_flags_risky_commands_marked_safe_and_passes_reloads(tmp_path):
     text = _disk_full().replace("command: \"apt-get clean\"", "command: \"rm -rf /var/cache/apt/archives/*.deb\"", 1)
     issues = _lint_site(tmp_path, text, "rm")

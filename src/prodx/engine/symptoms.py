@@ -800,7 +800,7 @@ def quantities(sentence: str) -> list[str]:
     for m in _MEMORY_COURSE.finditer(lowered):
         said = m.group(0).split()
         # "the heap size was increased": someone raised a setting
-        if not _NEGATORS.intersection(said) and said[-2:-1] not in (["was"], ["were"], ["been"], ["be"], ["is"]):
+        if not _NEGATORS.intersection(said) and said[-2] not in ("was", "were", "been", "be", "is"):
             out.append("memory grows")
     return list(dict.fromkeys(out))
 

@@ -3,14 +3,15 @@
 Finds: finding ids a condition, signature, hog rule or evidence group names that the
 catalogue lacks; refinement targets that do not exist or form a cycle; findings no probe or
 question can observe; probes asserting findings the catalogue lacks; condition pairs no
-finding can tell apart; phrases naming a word class the lexicon lacks; signature regexes
-that do not compile; evidence-group members whose leak the group's chance exhausts or that
-no condition lists. An empty list means the KB is clean.
+finding can tell apart; phrases naming a word class the lexicon lacks or listed twice;
+signature regexes that do not compile; evidence-group members whose leak the group's chance
+exhausts or that no condition lists. An empty list means the KB is clean.
 """
 
 from __future__ import annotations
 
 import fnmatch
+from collections import Counter
 import itertools
 import re
 from dataclasses import dataclass
@@ -60,6 +61,10 @@ def lint(kb: KnowledgeBase, probe_findings: dict[str, tuple[str, ...]]) -> list[
             for word in vocabulary.words(text):
                 if word.startswith("@") and word not in vocabulary.classes:
                     issues.append(LintIssue(f"finding {fid}", f"phrase {text!r}: {word} is no word class of the lexicon"))
+        for key, texts in (("phrases", fdef.phrases), ("negations", fdef.negations)):
+            for text, count in Counter(t.lower() for t in texts).items():
+                if count > 1:
+                    issues.append(LintIssue(f"finding {fid}", f"{key}: {text!r} is listed {count} times"))
         if fdef.unlisted is not None and fdef.unlisted >= fdef.leak:
             issues.append(LintIssue(f"finding {fid}", f"unlisted {fdef.unlisted} is not below its leak {fdef.leak}: "
                                     "it would make the finding point to the catalogue, not away from it"))
