@@ -30,10 +30,13 @@ P ≥ 0.9 anywhere.
     sudo python bench/accuracy.py --lab-only --scenario disk-full --scenario quota
     sudo python bench/accuracy.py --json /tmp/accuracy.json
     sudo python bench/accuracy.py --independent       # the same with evidence groups off
+    python bench/accuracy.py --cases-only --files-only  # without how incidents are told
 
 ``--independent`` is the "before" of the evidence groups (README, "Correlated evidence"):
 the KB's groups are dropped and every finding counts as independent evidence, as before
-issue 8. Every diagnosis then runs in this process (the lab's too, so times are not shown).
+issue 8. ``--files-only`` is the "before" of how incidents are told (README): the symptom
+likelihoods as the condition files give them, without the tuning incidents' counts. With
+either, every diagnosis runs in this process (the lab's too, so times are not shown).
 """
 
 from __future__ import annotations
@@ -98,12 +101,12 @@ def diagnose(args: list[str]) -> tuple[dict[str, Any] | None, float, str]:
         return None, wall, f"bad JSON: {exc}"
 
 
-def bench_kb(independent: bool) -> Any:
+def bench_kb(independent: bool, files_only: bool = False) -> Any:
     """The built-in KB; with ``independent`` its evidence groups dropped (every finding counts
-    on its own)."""
+    on its own); with ``files_only`` without how incidents are told."""
     from prodx.kb.loader import load_kb
 
-    kb = load_kb()
+    kb = load_kb(told=not files_only)
     if independent:
         kb.groups.clear()
         kb.group_of.clear()
@@ -241,6 +244,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, metavar="FILE", help="Also save every row and the figures as JSON.")
     parser.add_argument("--independent", action="store_true",
                         help="Evidence groups off: every finding counts on its own (the 'before' of the groups).")
+    parser.add_argument("--files-only", action="store_true",
+                        help="Symptom likelihoods as the condition files give them, without the counts of how "
+                             "incidents are told (the 'before' of reports.yaml).")
     args = parser.parse_args(argv)
     lab_ran, cases_ran = not args.cases_only, not args.lab_only and not args.scenario
     if lab_ran and os.geteuid() != 0:
@@ -253,18 +259,20 @@ def main(argv: list[str] | None = None) -> int:
     cases: dict[str, list[Outcome]] = {}
     interrupted = False
     try:
-        kb = bench_kb(args.independent)
+        in_process = args.independent or args.files_only
+        kb = bench_kb(args.independent, args.files_only)
         if lab_ran:
-            lab = run_lab(args.scenario, kb if args.independent else None)
+            lab = run_lab(args.scenario, kb if in_process else None)
         if cases_ran:
             for name, directory in sets.items():
                 cases[name] = run_cases(directory, name, kb)
     except KeyboardInterrupt:
         interrupted = True
         print("accuracy: interrupted; the figures below cover the runs that finished", file=sys.stderr)
-    print(report(lab, cases, lab_ran=lab_ran, show_heldout=args.show_heldout, timed=not args.independent), end="")
+    print(report(lab, cases, lab_ran=lab_ran, show_heldout=args.show_heldout, timed=not in_process), end="")
     if args.json:
         doc: dict[str, Any] = {"schema": "prodx.accuracy/2", "interrupted": interrupted, "independent": args.independent,
+                               "files_only": args.files_only,
                                "lab": {"rows": [o.as_dict() for o in lab], **figures(lab)}}
         for name, rows in cases.items():
             doc[name] = {"rows": [o.as_dict() for o in rows],

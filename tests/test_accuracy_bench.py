@@ -135,3 +135,18 @@ def test_paraphrase_bench_keeps_the_test_halfs_misses_out_of_sight_unless_asked(
         line.startswith(("    missed", "    denial", "    alarm")) for line in test_part.splitlines())
     assert any(line.startswith(("    missed", "    denial", "    alarm"))
                for line in shown.split("== test half ==")[1].splitlines())
+
+
+def test_reports_yaml_is_what_the_tuning_collections_give_and_never_reads_the_held_out_half():
+    # Regenerating must give the committed file: a phrase change without `python
+    # bench/learn_reports.py` would leave the blended likelihoods counted by an older reading.
+    proc = subprocess.run([sys.executable, str(BENCH / "learn_reports.py"), "--check"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    sys.path.insert(0, str(BENCH))
+    try:
+        import learn_reports
+    finally:
+        sys.path.remove(str(BENCH))
+    assert "heldout" not in learn_reports.COLLECTIONS
+    with pytest.raises(ValueError):
+        learn_reports.count(("tuning", "heldout"))

@@ -64,7 +64,7 @@ def test_session_answer_yes_reranks_and_reports_the_moves(kb):
     assert change.leader_ratio != 1.0
     log_growth = next(m for m in change.moves if m.condition == "log-growth")
     assert log_growth.after > log_growth.before
-    assert log_growth.likelihood == kb.conditions["log-growth"].findings["symptom.log_hog"]
+    assert log_growth.likelihood == kb.likelihood(kb.conditions["log-growth"], "symptom.log_hog")
     assert session.asked == ["symptom.log_hog"]
 
 

@@ -168,7 +168,7 @@ def test_refinement_hog_named_ranks_specific_first_and_unnamed_general_first(kb:
 def test_next_test_disk_full_vs_inodes_from_symptoms_picks_storage_probe(kb: KnowledgeBase) -> None:
     observed = {"symptom.no_space_error": True, "symptom.login_silent_fail": True, "symptom.http_5xx": True}
     diff = rank(kb, {f: FindingState.PRESENT for f in observed})
-    leaders = [r.condition for r in diff.ranked[:3]]
+    leaders = [r.condition for r in diff.ranked[:4]]
     assert {"disk-full", "inode-exhaustion"} <= set(leaders)
     probe_findings = sorted(f for f, d in kb.findings.items() if d.observed_by == "probe")
     best = next_tests(kb, observed, probe_findings)[0]

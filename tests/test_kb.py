@@ -209,3 +209,78 @@ def test_finding_outside_the_catalogue_makes_none_of_the_known_lead():
                       ("symptom.compromised", "symptom.unknown_process", "symptom.process_cpu_hog", "symptom.cpu_high")})
     assert miner.leader.condition == "runaway-process"
     assert miner.leader.probability > miner.none_probability
+
+
+# --- how incidents are told (reports.yaml) ----------------------------------------------------
+
+def _reports(tmp_path: Path, body: str) -> Path:
+    path = tmp_path / "reports.yaml"
+    path.write_text("strength: 10\nconditions:\n" + body, encoding="utf-8")
+    return path
+
+
+def test_told_symptom_likelihood_blends_the_file_value_with_the_counted_incidents(tmp_path):
+    from prodx.kb.loader import blend_reports
+
+    kb = load_kb(told=False)
+    disk, logs, oom = kb.conditions["disk-full"], kb.conditions["log-growth"], kb.conditions["memory-oom"]
+    p_disk, p_logs = kb.likelihood(disk, "symptom.no_space_error"), kb.likelihood(logs, "symptom.no_space_error")
+    blend_reports(kb, _reports(tmp_path, "  disk-full:\n    incidents: 10\n    stated:\n      symptom.no_space_error: 9\n"
+                                         "  log-growth:\n    incidents: 10\n    stated:\n      symptom.oom: 1\n"))
+    # The propensity: 9 statements where the files expect 10·p_disk + 10·p_logs true ones.
+    m = 9 / (10 * p_disk + 10 * p_logs)
+    assert kb.likelihood(disk, "symptom.no_space_error") == pytest.approx((9 + 10 * p_disk) / (10 * m + 10))
+    assert kb.likelihood(logs, "symptom.no_space_error") == pytest.approx(10 * p_logs / (10 * m + 10))
+    assert kb.likelihood(disk, "symptom.no_space_error") > p_disk
+    assert kb.likelihood(logs, "symptom.no_space_error") < p_logs
+    # Probe findings, symptoms nobody stated, conditions without counts and the leaks keep
+    # the files' values; so does a finding's `unlisted` value.
+    assert kb.likelihood(disk, "storage.full") == disk.findings["storage.full"]
+    assert kb.likelihood(disk, "symptom.du_df_disagree") == kb.written_likelihood(disk, "symptom.du_df_disagree")
+    assert kb.likelihood(oom, "symptom.no_space_error") == kb.written_likelihood(oom, "symptom.no_space_error")
+    assert kb.likelihood(None, "symptom.no_space_error") == kb.findings["symptom.no_space_error"].leak
+
+
+def test_told_counts_move_the_differential_toward_what_incidents_of_a_cause_say(tmp_path):
+    from prodx.engine.posterior import posterior
+    from prodx.kb.loader import blend_reports
+
+    kb = load_kb(told=False)
+    observed = {"symptom.backup_running": True, "symptom.no_space_error": True}
+    before, _ = posterior(kb, observed)
+    # Backup incidents state both; memory incidents, which the files expect to show them as
+    # seldom, state neither: the symptoms move toward backup-job.
+    blend_reports(kb, _reports(tmp_path, "  backup-job:\n    incidents: 20\n    stated:\n"
+                                         "      symptom.backup_running: 18\n      symptom.no_space_error: 18\n"
+                                         "  memory-oom:\n    incidents: 20\n  disk-full:\n    incidents: 20\n"
+                                         "    stated:\n      symptom.no_space_error: 2\n"))
+    after, _ = posterior(kb, observed)
+    assert after["backup-job"] > before["backup-job"]
+
+
+def test_shipped_reports_are_blended_by_default_and_left_out_on_request():
+    told, files = load_kb(), load_kb(told=False)
+    cond = told.conditions["disk-full"]
+    assert told.likelihood(cond, "symptom.no_space_error") != files.likelihood(files.conditions["disk-full"], "symptom.no_space_error")
+    assert files.likelihood(files.conditions["disk-full"], "symptom.no_space_error") == cond.findings["symptom.no_space_error"]
+
+
+def test_kb_lint_flags_reports_naming_unknown_conditions_non_symptoms_or_too_many_statements(tmp_path, kb):
+    from prodx.kb.lint import lint_reports
+
+    path = _reports(tmp_path, "  no-such-condition:\n    incidents: 1\n"
+                              "  disk-full:\n    incidents: 2\n    stated:\n      storage.full: 1\n      symptom.oom: 3\n")
+    messages = [str(i) for i in lint_reports(kb, path)]
+    assert any("unknown condition id no-such-condition" in m for m in messages)
+    assert any("storage.full is no symptom finding" in m for m in messages)
+    assert any("symptom.oom in 3 of 2 incidents" in m for m in messages)
+    assert len(messages) == 3
+
+
+def test_kb_reports_with_a_bad_field_name_the_file_line_and_field(tmp_path):
+    from prodx.kb.loader import load_reports
+
+    path = _reports(tmp_path, "  disk-full:\n    incidents: many\n")
+    with pytest.raises(KBError) as err:
+        load_reports(path)
+    assert "reports.yaml:4" in str(err.value) and "conditions.disk-full.incidents" in str(err.value)

@@ -123,12 +123,14 @@ def condition_view(kb: KnowledgeBase, cid: str) -> dict[str, Any]:
     """Everything ``prodx kb show`` says about condition ``cid``, as plain data."""
     cond = kb.conditions[cid]
     findings = []
-    for fid, p in cond.findings.items():
+    for fid, written in cond.findings.items():
         fdef = kb.findings.get(fid)
         leak = fdef.leak if fdef else 0.01
+        # A symptom's value is blended with how incidents were told (reports.yaml).
+        p = kb.likelihood(cond, fid)
         present, absent = likelihood_ratios(p, leak)
-        findings.append({"finding": fid, "p": p, "leak": leak, "lr_present": present, "lr_absent": absent,
-                         "weight": weight(p, leak), "description": fdef.description if fdef else ""})
+        findings.append({"finding": fid, "p": p, "written": written, "leak": leak, "lr_present": present,
+                         "lr_absent": absent, "weight": weight(p, leak), "description": fdef.description if fdef else ""})
     findings.sort(key=lambda f: (-f["weight"], f["finding"]))
     return {
         "kind": "condition", "id": cid, "name": cond.name, "summary": cond.summary, "prior": cond.prior,
@@ -147,7 +149,7 @@ def condition_view(kb: KnowledgeBase, cid: str) -> dict[str, Any]:
 def finding_view(kb: KnowledgeBase, fid: str) -> dict[str, Any]:
     """Everything ``prodx kb show`` says about finding ``fid``, as plain data."""
     fdef = kb.findings[fid]
-    listed = sorted(((c.findings[fid], c.id) for c in kb.conditions.values() if fid in c.findings),
+    listed = sorted(((kb.likelihood(c, fid), c.id) for c in kb.conditions.values() if fid in c.findings),
                     key=lambda pc: (-pc[0], pc[1]))
     return {
         "kind": "finding", "id": fid, "description": fdef.description, "observed_by": fdef.observed_by,
@@ -203,10 +205,12 @@ def render_condition(view: dict[str, Any]) -> str:
            f"organ: {view['organ']}   prior: {view['prior']:.3f}   chain: {' → '.join(view['chain'])}"
            + (f"   refined by: {', '.join(view['refined_by'])}" if view["refined_by"] else ""),
            "", view["summary"], "",
-           "Findings, most telling first (P if this condition vs leak; likelihood ratio present / absent):"]
+           "Findings, most telling first (P if this condition vs leak; likelihood ratio present / absent;",
+           "a symptom's P blends the condition file's value, in brackets, with how incidents were told):"]
     width = max((len(f["finding"]) for f in view["findings"]), default=10)
     for f in view["findings"]:
-        out.append(f"  {f['finding']:<{width}}  {f['p']:<6.3g} vs {f['leak']:<6.3g}  "
+        written = f"[{f['written']:.3g}]" if abs(f["written"] - f["p"]) > 5e-4 else ""
+        out.append(f"  {f['finding']:<{width}}  {f['p']:<6.3g}{written:<8} vs {f['leak']:<6.3g}  "
                    f"present {_ratio(f['lr_present']):>6}  absent {_ratio(f['lr_absent']):>6}")
     if view["nearest"]:
         out += ["", "Nearest competitors and what tells them apart:"]

@@ -5,7 +5,9 @@ catalogue lacks; refinement targets that do not exist or form a cycle; findings 
 question can observe; probes asserting findings the catalogue lacks; condition pairs no
 finding can tell apart; phrases naming a word class the lexicon lacks or listed twice;
 signature regexes that do not compile; evidence-group members whose leak the group's chance
-exhausts or that no condition lists. An empty list means the KB is clean.
+exhausts or that no condition lists; counts of how incidents are told (``reports.yaml``) that
+name a condition the KB lacks or a finding that is no symptom, or more statements than
+incidents. An empty list means the KB is clean.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from prodx.engine.words import Vocabulary
-from prodx.kb.loader import ConditionDef, KnowledgeBase, load_yaml
+from prodx.kb.loader import DATA_DIR, ConditionDef, KnowledgeBase, load_reports, load_yaml
 
 _RISK_ORDER = {"safe": 0, "downtime": 1, "data-loss": 2}
 #: A comment that says a value is below the leak ("below the leak", "below its leak",
@@ -93,9 +95,10 @@ def lint(kb: KnowledgeBase, probe_findings: dict[str, tuple[str, ...]]) -> list[
     for a, b in itertools.combinations(sorted(kb.conditions), 2):
         ca, cb = kb.conditions[a], kb.conditions[b]
         ids = set(ca.findings) | set(cb.findings)
-        if all(abs(kb.likelihood(ca, f) - kb.likelihood(cb, f)) < _DISTINCT for f in ids):
+        if all(abs(kb.written_likelihood(ca, f) - kb.written_likelihood(cb, f)) < _DISTINCT for f in ids):
             issues.append(LintIssue(f"conditions {a} and {b}", "no finding tells them apart"))
     issues += _lint_groups(kb)
+    issues += lint_reports(kb, DATA_DIR / "reports.yaml")
     rules = lint_rules(kb)
     for cid, cond in sorted(kb.conditions.items()):
         issues += _lint_leak_comments(kb, cond)
@@ -140,6 +143,22 @@ def _lint_groups(kb: KnowledgeBase) -> list[LintIssue]:
             if not any(c.findings.get(m.finding, 0.0) > fdef.leak for c in kb.conditions.values()):
                 issues.append(LintIssue(where, f"{m.finding}: no condition lists it above its leak {fdef.leak}; "
                                                "as a member it would only make chance explain the others"))
+    return issues
+
+
+def lint_reports(kb: KnowledgeBase, path: Path) -> list[LintIssue]:
+    """How incidents are told: counts under a condition the KB lacks (they would be dropped),
+    of a finding that is unknown or no symptom, or above the condition's incidents."""
+    issues = []
+    for cid, (incidents, stated) in load_reports(path)[1].items():
+        where = f"reports {cid} ({path})"
+        if cid not in kb.conditions:
+            issues.append(LintIssue(where, f"unknown condition id {cid}: regenerate with bench/learn_reports.py"))
+        for fid, k in sorted(stated.items()):
+            if fid not in kb.findings or not kb.findings[fid].is_symptom:
+                issues.append(LintIssue(where, f"stated: {fid} is no symptom finding of the catalogue"))
+            if k > incidents:
+                issues.append(LintIssue(where, f"stated: {fid} in {k} of {incidents} incidents"))
     return issues
 
 

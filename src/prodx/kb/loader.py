@@ -5,7 +5,9 @@ Reads ``data/findings/*.yaml`` (or one ``findings.yaml``), ``data/signatures/*.y
 words), ``groups.yaml`` (evidence groups), ``follow.yaml`` (what the second pass follows) and
 ``data/conditions/*.yaml`` from the package, then the same layout from each ``--kb DIR`` (a
 site's condition or group replaces a shipped one of the same id; a site's new group may not
-take a finding another group holds). Any error names the file, the line and the field.
+take a finding another group holds), and last the package's ``reports.yaml`` (how incidents
+are told, blended into P(symptom | condition)). Any error names the file, the line and the
+field.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ DATA_DIR = Path(__file__).parent / "data"
 SCHEMA_DIR = Path(__file__).parent / "schema"
 #: P(finding | anything) of a finding the catalogue lacks (a site KB naming an unknown id).
 _UNKNOWN_LEAK = 0.01
+#: A blended P(symptom | condition) stays below certainty: one person's silence is no proof.
+_MAX_TOLD = 0.99
 
 
 class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
@@ -151,11 +155,21 @@ class KnowledgeBase:
     groups: dict[str, EvidenceGroup] = field(default_factory=dict)
     #: finding id → the id of the evidence group that holds it.
     group_of: dict[str, str] = field(default_factory=dict)
+    #: How incidents are told (``reports.yaml``): (condition id, symptom finding id) →
+    #: P(symptom | condition) with the incidents' counts blended in. Empty: the files' values.
+    told: dict[tuple[str, str], float] = field(default_factory=dict)
 
     def likelihood(self, cond: ConditionDef | None, fid: str) -> float:
-        """P(finding | condition): the condition's listed value, else the finding's
-        ``unlisted_p``; for None ("none of the known conditions") the finding's leak. A finding
-        the catalogue lacks counts at 0.01."""
+        """P(finding | condition): for a symptom, the value blended with how incidents of the
+        condition were told, when they were counted; else the condition's listed value, else
+        the finding's ``unlisted_p``; for None ("none of the known conditions") the finding's
+        leak, always as written (the evidence groups' chance rates are set against it). A
+        finding the catalogue lacks counts at 0.01."""
+        told = self.told.get((cond.id, fid)) if cond is not None else None
+        return told if told is not None else self.written_likelihood(cond, fid)
+
+    def written_likelihood(self, cond: ConditionDef | None, fid: str) -> float:
+        """P(finding | condition) as the KB's files give it, before any blend with counts."""
         if cond is not None and fid in cond.findings:
             return cond.findings[fid]
         fdef = self.findings.get(fid)
@@ -353,8 +367,52 @@ def _load_dir(kb: KnowledgeBase, directory: Path, *, shipped: bool) -> None:
         kb.conditions[entry["id"]] = _condition_def(entry, path)
 
 
-def load_kb(extra_dirs: tuple[str, ...] = ()) -> KnowledgeBase:
-    """The shipped KB plus each extra directory, in order. Raises KBError on any bad file."""
+def load_reports(path: Path) -> tuple[float, dict[str, tuple[int, dict[str, int]]]]:
+    """(strength, condition id → (incidents, symptom finding id → incidents that stated it))
+    of a ``reports.yaml``; no file means no counts."""
+    if not path.exists():
+        return 0.0, {}
+    data = load_yaml(path, "reports")
+    return float(data["strength"]), {cid: (int(entry["incidents"]), dict(entry.get("stated") or {}))
+                                     for cid, entry in data["conditions"].items()}
+
+
+def blend_reports(kb: KnowledgeBase, path: Path) -> None:
+    """Fill ``kb.told`` from a ``reports.yaml`` (README, "How incidents are told").
+
+    A person states a true symptom only some of the time, and that share depends mostly on the
+    symptom: f's propensity m_f is how many counted incidents stated it over how many the
+    files' values expect to show it (Σ_c stated / Σ_c incidents·P_file(f | c)). The incidents
+    of c that stated f are a Poisson count with mean incidents·m_f·P(f | c); with a Gamma
+    prior of mean P_file(f | c) worth ``strength`` exposures, the posterior mean is
+
+        P(f | c) = (stated + strength·P_file(f | c)) / (incidents·m_f + strength)
+
+    on the files' scale: the counts move each symptom between the conditions, and a symptom
+    people rarely mention (small m_f) moves little. Symptoms no counted incident stated keep
+    the files' values, as do conditions without counts (a site's own), the ``unlisted`` values
+    of findings that point outside the catalogue, and the leaks; counts naming a condition the
+    KB lacks are left out (kb lint reports them)."""
+    strength, counts = load_reports(path)
+    counted = {cid: c for cid, c in counts.items() if c[0] > 0 and cid in kb.conditions}
+    for fid, fdef in kb.findings.items():
+        stated = sum(c[1].get(fid, 0) for c in counted.values())
+        if not fdef.is_symptom or stated == 0:
+            continue
+        expected = sum(n * kb.written_likelihood(kb.conditions[cid], fid) for cid, (n, _s) in counted.items())
+        propensity = stated / expected
+        for cid, (incidents, by_finding) in counted.items():
+            cond = kb.conditions[cid]
+            if fdef.unlisted is not None and fid not in cond.findings:
+                continue
+            written = kb.written_likelihood(cond, fid)
+            kb.told[(cid, fid)] = min(_MAX_TOLD, (by_finding.get(fid, 0) + strength * written)
+                                      / (incidents * propensity + strength))
+
+
+def load_kb(extra_dirs: tuple[str, ...] = (), *, told: bool = True) -> KnowledgeBase:
+    """The shipped KB plus each extra directory, in order, with how incidents are told blended
+    in (``told=False``: the files' values alone). Raises KBError on any bad file."""
     kb = KnowledgeBase()
     _load_dir(kb, DATA_DIR, shipped=True)
     for extra in extra_dirs:
@@ -362,4 +420,6 @@ def load_kb(extra_dirs: tuple[str, ...] = ()) -> KnowledgeBase:
         if not directory.is_dir():
             raise KBError(directory, None, "", "not a directory")
         _load_dir(kb, directory, shipped=False)
+    if told:
+        blend_reports(kb, DATA_DIR / "reports.yaml")
     return kb
