@@ -26,6 +26,7 @@ from accuracy_lib import load_cases  # noqa: E402
 
 from prodx.engine.symptoms import match_symptoms  # noqa: E402
 from prodx.kb.loader import DATA_DIR, load_kb  # noqa: E402
+from prodx.model import FindingState  # noqa: E402
 
 #: The collections counted: every case set except the held-out half.
 COLLECTIONS = ("tuning", "tuning2", "tuning3", "shared")
@@ -61,7 +62,7 @@ def count(collections: tuple[str, ...] = COLLECTIONS) -> dict[str, tuple[int, Co
             incidents[cause] += 1
             findings, _unmatched = match_symptoms(list(case.symptoms + case.observations), kb)
             stated[cause].update(f.id for f in findings
-                                 if f.state.value == "present" and kb.findings.get(f.id) and kb.findings[f.id].is_symptom)
+                                 if f.state is FindingState.PRESENT and f.id in kb.findings and kb.findings[f.id].is_symptom)
     return {cid: (incidents[cid], stated[cid]) for cid in sorted(incidents)}
 
 

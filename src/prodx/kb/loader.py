@@ -396,17 +396,17 @@ def blend_reports(kb: KnowledgeBase, path: Path) -> None:
     strength, counts = load_reports(path)
     counted = {cid: c for cid, c in counts.items() if c[0] > 0 and cid in kb.conditions}
     for fid, fdef in kb.findings.items():
-        stated = sum(c[1].get(fid, 0) for c in counted.values())
-        if not fdef.is_symptom or stated == 0:
+        if not fdef.is_symptom:
             continue
-        expected = sum(n * kb.written_likelihood(kb.conditions[cid], fid) for cid, (n, _s) in counted.items())
-        propensity = stated / expected
-        for cid, (incidents, by_finding) in counted.items():
-            cond = kb.conditions[cid]
-            if fdef.unlisted is not None and fid not in cond.findings:
+        stated = {cid: by_finding.get(fid, 0) for cid, (_n, by_finding) in counted.items()}
+        if not any(stated.values()):
+            continue
+        written = {cid: kb.written_likelihood(kb.conditions[cid], fid) for cid in counted}
+        propensity = sum(stated.values()) / sum(n * written[cid] for cid, (n, _s) in counted.items())
+        for cid, (incidents, _s) in counted.items():
+            if fdef.unlisted is not None and fid not in kb.conditions[cid].findings:
                 continue
-            written = kb.written_likelihood(cond, fid)
-            kb.told[(cid, fid)] = min(_MAX_TOLD, (by_finding.get(fid, 0) + strength * written)
+            kb.told[(cid, fid)] = min(_MAX_TOLD, (stated[cid] + strength * written[cid])
                                       / (incidents * propensity + strength))
 
 
