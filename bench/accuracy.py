@@ -10,12 +10,12 @@ Two sources of truth:
 - real incidents, diagnosed from their words alone (``prodx diagnose --no-probes`` with each
   symptom and observation line as a ``--symptom``, in this process): the held-out half of the
   corpus (``bench/corpus/heldout``, never tuned on: the headline figure), its tuning half
-  (``bench/corpus/tuning``), a second and a third collection gathered for tuning after the
-  split (``bench/corpus/tuning2``, ``tuning3``) and the shared cases (``/work/shared/cases``,
-  one more tuning set); each twice, with the observations and from the symptoms alone. The
-  root cause or an acceptable alternate must lead; for a cause the KB does not know
-  (``other``) "none of the known conditions" is the right answer, and it takes its place in
-  every ranking.
+  (``bench/corpus/tuning``), a second, third and fourth collection gathered for tuning after
+  the split (``bench/corpus/tuning2``, ``tuning3``, ``tuning4``) and the shared cases
+  (``/work/shared/cases``, one more tuning set); each twice, with the observations and from
+  the symptoms alone. The root cause or an acceptable alternate must lead; for a cause the KB
+  does not know (``other``) "none of the known conditions" is the right answer, and it takes
+  its place in every ranking.
 
 Prints a table per run (the held-out half's rows only with ``--show-heldout``: reading its
 misses is how one starts tuning on it), top-1 / top-3 accuracy, the median time to
@@ -70,6 +70,7 @@ CASE_SETS = {
     "tuning": (CORPUS_DIR / "tuning", "Corpus, tuning half"),
     "tuning2": (CORPUS_DIR / "tuning2", "Corpus, second collection (tuning)"),
     "tuning3": (CORPUS_DIR / "tuning3", "Corpus, third collection (tuning)"),
+    "tuning4": (CORPUS_DIR / "tuning4", "Corpus, fourth collection (tuning)"),
     "shared": (CASES_DIR, "Shared cases (a tuning set)"),
 }
 #: (variant name, with the observations?)
