@@ -390,6 +390,28 @@ def test_symptom_quantity_examples_in_the_docstrings_hold():
         # A requirement or a first belief is not a reading.
         ("Discourse needs at least 5 GB free to update", "symptom.disk_space_ok", None),
         ("The admin first believed the partition was running out of space", "symptom.disk_filling", None),
+        # Someone's advice or first instinct is not a reading either.
+        ("The maintainer suggested a damaged filesystem and asked to check free space", "symptom.io_error", None),
+        ("First instinct was that the box had been hacked", "symptom.compromised", None),
+        ("Unsure whether this is a software or a hardware problem", "symptom.hardware_fault", None),
+        # The second alternative of "A or is B" is not said; the first is.
+        ("x509: certificate has expired or is not yet valid", "symptom.clock_wrong", None),
+        ("x509: certificate has expired or is not yet valid", "symptom.cert_expired", FindingState.PRESENT),
+        ("logins or uploads fail since this morning", "symptom.upload_fails", FindingState.PRESENT),
+        # Function words share no meaning with a finding, however rare they are in the catalogue.
+        ("so something broke between the two commits", "symptom.clock_wrong", None),
+        ("only a very small amount of data goes into it", "symptom.readonly_error", None),
+        # A URL's words are not the speaker's ("wiki" there is not documentation).
+        ("https://wiki.example.org instead gives SSL_ERROR_BAD_CERT_DOMAIN", "symptom.cert_name_mismatch",
+         FindingState.PRESENT),
+        # "mysqld log:" names where the line was read; the log did not fill the disk.
+        ("mysqld log: [Warning] mysqld: Disk is full writing '/var/lib/mysql/tmp/#sql_1.MAD'", "symptom.log_hog", None),
+        ("they use 500-1000 MiB since the update", "symptom.http_500", None),
+        ("According to df the host still had 1.7T of free space", "symptom.disk_space_ok", FindingState.PRESENT),
+        ("2GB were really free but df showed 0% available", "symptom.no_space_error", FindingState.PRESENT),
+        ('the log is full of "too many files opened"', "symptom.too_many_open_files", FindingState.PRESENT),
+        ("Tautulli's memory use steadily climbs over time to 120GB", "symptom.disk_filling", None),
+        ("a dyno now and then gets stuck at 100% CPU", "symptom.hardware_fault", None),
     ],
 )
 def test_symptom_words_say_what_they_mean_not_what_they_contain(kb, text, fid, state):

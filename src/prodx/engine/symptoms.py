@@ -127,7 +127,7 @@ _HTTP_OK = re.compile(
     r"\b(?:status(?: code)?|code|http|returns?|returned|answers?|answered|with|gets?|got)\s+200\b|\b200 ok\b",
     re.IGNORECASE,
 )
-_HTTP_CODE = re.compile(r"(?<![\d.,:/-])\b([45]\d\d)s?\b(?![.,:/]\d)(?!\s*%)")
+_HTTP_CODE = re.compile(r"(?<![\d.,:/-])\b([45]\d\d)s?\b(?![.,:/]\d)(?!\s*%)(?!\s*-\s*\d)")
 #: A number followed by one of these is a quantity, not an HTTP status.
 _UNITS = frozenset(
     "processes process threads users clients connections requests ms s sec seconds minutes "
@@ -141,7 +141,7 @@ _CORES = re.compile(r"(\d+)[\s-]*(?:v?cores?|v?cpus?|processors?)\b")
 _NUMBER = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)(?![\w.]*[:/])")
 _PERCENT = re.compile(r"(\d+(?:\.\d+)?)\s*%")
 _OF_TOTAL = re.compile(r"(\d+(?:\.\d+)?)\s*([kmgt])i?b?\s+(?:of|out of|/)\s+(\d+(?:\.\d+)?)\s*([kmgt])i?b?\b", re.IGNORECASE)
-_ZERO_FREE = re.compile(r"(?<![\d.])0(?:\.0+)?\s*(?:[kmgt]i?b?|bytes?|b)?\s+(?:free|available|avail|left)\b", re.IGNORECASE)
+_ZERO_FREE = re.compile(r"(?<![\d.])0(?:\.0+)?\s*(?:[kmgt]i?b?|bytes?|b|%)?\s+(?:free|available|avail|left)\b", re.IGNORECASE)
 _TIME_ANCHOR = re.compile(
     r"\b(?:ever since|right after|soon after|shortly after|just after|since|after|following)\s+"
     r"((?:[\w'./-]+\s+){0,5}[\w'./-]+)",
@@ -176,7 +176,7 @@ _PROCESS_SHARE = re.compile(r"(\d{3,4}(?:\.\d+)?)\s*%")
 #: "wc -l gives 350", "| wc -l: 2.3 million": a count someone took.
 _WC_COUNT = re.compile(r"wc -l\b[^\d\n]{0,30}?(\d[\d,.]*)\s*(million|m|k|thousand)?\b", re.IGNORECASE)
 #: "200G available", "20 GB free": space someone saw left.
-_FREE_AMOUNT = re.compile(r"(\d+(?:\.\d+)?)\s*([mgt])i?b?\s+(?:still\s+)?(?:available|avail|free|left)\b", re.IGNORECASE)
+_FREE_AMOUNT = re.compile(r"(\d+(?:\.\d+)?)\s*([mgt])i?b?\s+(?:still\s+)?(?:of\s+)?(?:available|avail|free|left)\b", re.IGNORECASE)
 #: "70% of the disk free": the share is what is left, not what is used.
 _FREE_WORDS = frozenset({"free", "available", "avail", "left", "unused"})
 #: A row of df: "tmpfs 99M 99M 0 100% /run", "/dev/sda1 20G 12G 7.0G 63% /".
@@ -954,6 +954,28 @@ def _negation_hit(neg: _Words, text: _Words, loose: bool, m: _Matcher) -> bool:
     return not _negated(list(text.words), span, list(neg.words))
 
 
+#: Words that, after "or", open a second alternative of one statement ("has expired or is not
+#: yet valid").
+_ALTERNATIVE_OPENERS = frozenset({"is", "are", "was", "were", "has", "have", "not", "be"})
+
+
+def _disjunct(words: tuple[str, ...], span: tuple[int, int], phrase_words: tuple[str, ...]) -> bool:
+    """Whether the match is the second alternative of an "A or is B" statement, which asserts
+    neither; the first alternative still reads as said ("certificate has expired or is not yet
+    valid" is an expired certificate, not a clock that is wrong).
+
+    >>> _disjunct(("certificate", "has", "expired", "or", "is", "not", "yet", "valid"), (4, 7), ("is", "not", "valid", "yet"))
+    True
+    >>> _disjunct(("logins", "or", "uploads", "fail"), (2, 3), ("uploads", "fail"))
+    False
+    """
+    if "or" in phrase_words:
+        return False
+    first, last = span
+    return any(words[k] == "or" and words[k + 1] in _ALTERNATIVE_OPENERS
+               for k in range(max(0, first - 2), min(last, len(words) - 1)))
+
+
 def _match_words(text: _Words, compiled: list[_Phrases], loose: bool, m: _Matcher) -> dict[str, FindingState]:
     found: dict[str, FindingState] = {}
     for sym in compiled:
@@ -962,6 +984,8 @@ def _match_words(text: _Words, compiled: list[_Phrases], loose: bool, m: _Matche
             continue
         for phrase in sym.phrases:
             span = m.match(phrase, text, loose)
+            if span is not None and _disjunct(text.words, span, phrase.words):
+                continue
             if span is not None:
                 negated = _negated(list(text.words), span, list(phrase.words))
                 found[sym.fid] = FindingState.ABSENT if negated else FindingState.PRESENT
@@ -976,12 +1000,24 @@ _IRREALIS = re.compile(
     r"|should we|next (?:week|month|quarter|sprint|year)|tomorrow|someday|some day|documentation|documented"
     r"|wiki|handbook|explain|in theory|hypothetically"
     # a guess is not a fact: "first guesses were bigger logfiles", "we suspected the database"
-    r"|guess(?:es|ed)?|suspect(?:s|ed)?|assum(?:e|ed|ing)|first thought|thought it was|believed|wonder(?:ed)?|maybe"
-    r"|might be|could be"
+    r"|guess(?:es|ed)?|suspect(?:s|ed)?|suspicion|assum(?:e|ed|ing)|first thought|thought it was|believed"
+    r"|wonder(?:s|ed)?|unsure|not sure|whether|maybe|perhaps|possibly|might be|could be"
+    r"|(?:first )?instinct|speculat\w*|hypothes\w*"
+    # someone's advice is not a reading: "the maintainer suggested a damaged filesystem"
+    r"|suggest(?:s|ed|ing|ion)?|recommend(?:s|ed|ing)?|advis(?:ed|es|ing)|asked (?:\w+ )?to"
     # a requirement is not a reading: "needs at least 5 GB free"
     r"|needs? at least|requires? at least)\b",
     re.IGNORECASE,
 )
+
+
+#: URLs, host names and paths: their words ("wiki.example.org", "/srv/docs") are not the speaker's.
+_NAMES = re.compile(r"\S+://\S+|\b[\w-]+(?:\.[\w-]+){2,}\b|(?<!\w)/[\w./-]+")
+
+
+#: "nginx error log:", "/var/log/messages:", "dmesg:" before the line read there.
+_SOURCE_LABEL = re.compile(
+    r"^\s*(?:[\w./-]+\s+){0,3}?[\w./-]*?\b(?:log|logs|journal|journalctl|dmesg|messages)\s*:\s+(?=\S)", re.IGNORECASE)
 
 
 def _sentences(text: str) -> list[str]:
@@ -1030,6 +1066,19 @@ def signature_hits(text: str, kb: KnowledgeBase) -> dict[str, FindingState]:
 
 #: Words of the catalogue too common to tell findings apart by themselves.
 _VAGUE = frozenset("app user server site service process file files host error errors log logs time".split())
+#: Function words: rare in the catalogue's own text, so weighty by rarity, but they say nothing
+#: of the host ("something broke between the two commits" is not a clock that is wrong).
+_FUNCTION_WORDS = frozenset(
+    "about above across against along already although among another anyone anything anyway anywhere "
+    "around as because beside besides between beyond both during each either else elsewhere etc "
+    "everyone everything everywhere except former further hence here however indeed instead into "
+    "itself latter meanwhile moreover must myself namely neither nevertheless nobody nowhere onto "
+    "others otherwise ourselves perhaps please rather same several she he him his her hers herself "
+    "himself since so somehow someone something somewhere such than thence there thereby therefore "
+    "these those thus together toward towards upon via what whatever whenever where whereas "
+    "wherever whether which who whoever whom whose why within yet you your yours yourself "
+    "go goes going went gone thing things only one two three first second".split()
+)
 
 
 @dataclass(frozen=True)
@@ -1049,8 +1098,8 @@ def _vocabularies(kb: KnowledgeBase, m: _Matcher) -> _Vocabularies:
         text = " ".join([f.description, f.question, *f.phrases])
         cut = m.cut(text)
         keys[f.id] = frozenset(k for w, k in zip(cut.words, cut.keys)
-                               if w not in _FILLERS and len(k) >= 3 and k[0].isalpha() and k not in _VAGUE
-                               and not k.startswith("@"))
+                               if w not in _FILLERS and w not in _FUNCTION_WORDS and len(k) >= 3
+                               and k[0].isalpha() and k not in _VAGUE and not k.startswith("@"))
     df: dict[str, int] = {}
     for ks in keys.values():
         for k in ks:
@@ -1071,7 +1120,7 @@ def _retrieve(clause: _Words, voc: _Vocabularies, min_score: float = _RETRIEVE_M
               margin: float = _RETRIEVE_MARGIN) -> str | None:
     """The one finding whose own words (description, question, phrases) a clause shares most,
     two words at least weighed by rarity, if it stands clear of the next; None when none does."""
-    present = {k for w, k in zip(clause.words, clause.keys) if w not in _FILLERS}
+    present = {k for w, k in zip(clause.words, clause.keys) if w not in _FILLERS and w not in _FUNCTION_WORDS}
     scored = sorted(((sum(voc.idf[k] for k in present & ks), fid) for fid, ks in voc.keys.items()
                      if len(present & ks) >= 2), reverse=True)
     if not scored or scored[0][0] < min_score:
@@ -1088,10 +1137,13 @@ def _match_text(text: str, compiled: list[_Phrases], m: _Matcher, kb: KnowledgeB
     leftovers: list[str] = []
     for sentence in _sentences(text):
         # A plan or a guess in one clause says nothing, but the facts beside it still count.
-        guesses = [c for c in _CLAUSE.split(sentence) if c and _IRREALIS.search(c)]
+        guesses = [c for c in _CLAUSE.split(sentence) if c and _IRREALIS.search(_NAMES.sub(" ", c))]
         leftovers += [c.strip() for c in guesses]
         for clause in guesses:
             sentence = sentence.replace(clause, " ")
+        # "mysqld log: Disk is full ...": the label says where a line was read, not that the
+        # log filled the disk.
+        sentence = _SOURCE_LABEL.sub(" ", sentence)
         if not sentence.strip(" ,;"):
             continue
         sentence_hits = _match_words(m.cut(sentence), compiled, False, m)

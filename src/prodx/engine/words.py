@@ -27,6 +27,9 @@ _COMPOUND_ERROR = re.compile(r"\b([a-z]{3,}?)(exception|error)\b")
 #: "didn't", "isn't": the verb and its "not", so a phrase written either way matches.
 _CONTRACTION = re.compile(r"\b(do|does|did|is|are|was|were|has|have|had|would|should|could|need)n[’']t\b")
 _BRITISH = re.compile(r"^([a-z]{3,}?)(is|ys)(e|es|ed|ing|ation|ations|er|ers)$")
+#: "blog.example-site.com": a host name is one thing; its parts would spread the words around
+#: it apart ("the certificate for blog.example-site.com is invalid"). File names keep their parts.
+_HOST_NAME = re.compile(r"^[a-z0-9-]+(?:\.[a-z0-9-]+)+\.(?!(?:sock|socket|log|conf|service|php|ini|ya?ml|json|gz|pid|sh|py|js|d)$)[a-z]{2,6}$")
 
 
 @lru_cache(maxsize=100_000)
@@ -104,10 +107,14 @@ class Vocabulary:
         ['per-user', 'per', 'user', 'limit', '512', 'processes', 'i/o', 'i', 'o', 'error']
         >>> Vocabulary(Lexicon()).words("nginx.service failed; RedisException in access.log")
         ['nginx.service', 'nginx', 'service', 'failed', 'redis', 'exception', 'in', 'access.log', 'access', 'log']
+        >>> Vocabulary(Lexicon()).words("the cert of blog.example-site.com")
+        ['the', 'cert', 'of', 'blog.example-site.com']
         """
         out: list[str] = []
         for w in _WORD.findall(self.rewrite(_COMPOUND_ERROR.sub(r"\1 \2", text.lower()))):
             out.append(w)
+            if _HOST_NAME.match(w):
+                continue
             parts = [p for p in re.split(r"[-/]|\.(?=[a-z])", w) if p]
             if len(parts) > 1:
                 out.extend(parts)
