@@ -270,3 +270,39 @@ def test_cgroup_probe_on_a_host_without_memory_cgroups_is_unknown_with_the_reaso
     found, _ = _run(kb, (CgroupMemoryProbe,), host=FixtureHost(tmp_path))
     assert found["memory.cgroup_limit_hit"].state is FindingState.UNKNOWN
     assert "no memory cgroup" in found["memory.cgroup_limit_hit"].reason
+
+
+def test_cpu_sample_does_not_count_prodx_own_cpu_time_as_the_hosts():
+    """Real /proc: while this process burns CPU through the sampling window, the sample names
+    its pid, the ticks it used are found, and busy time is reported without them (on a small
+    host the examination itself would otherwise read as a saturated machine)."""
+    stop = time.monotonic() + 2 * cpu.SAMPLE_INTERVAL_S + 1.0
+
+    def burn() -> None:
+        while time.monotonic() < stop:
+            sum(range(10_000))
+
+    import threading
+
+    worker = threading.Thread(target=burn)
+    worker.start()
+    try:
+        sample = cpu._sample_twice(LocalHost())
+    finally:
+        worker.join()
+    assert sample["self_pid"] == str(os.getpid())
+    own = cpu.own_ticks(sample)
+    assert own > 0
+    first, _ = cpu.parse_proc_stat(sample["first"]["stat"])
+    second, _ = cpu.parse_proc_stat(sample["second"]["stat"])
+    with_own, without_own = cpu.cpu_shares(first, second), cpu.cpu_shares(first, second, own)
+    assert without_own["busy_pct"] < with_own["busy_pct"]
+    assert without_own["idle_pct"] > with_own["idle_pct"]
+
+
+def test_cpu_sample_recorded_without_its_pid_counts_every_tick():
+    """A capture made before the pid was recorded replays as it always did."""
+    line = "42 (php) R 1 42 42 0 -1 0 0 0 0 0 {} 0 0 0 20 0 1 0 100 1000 10 0"
+    sample = {"first": {"pids": {"42": line.format(100)}}, "second": {"pids": {"42": line.format(160)}}}
+    assert cpu.own_ticks(sample) == 0
+    assert cpu.own_ticks(sample | {"self_pid": "42"}) == 60

@@ -18,6 +18,7 @@ not readable); none is left out.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -173,25 +174,43 @@ def parse_pid_stat(text: str) -> PidStat:
     return PidStat(int(pid), comm, f[0], int(f[11]) + int(f[12]), int(f[19]), int(f[21]))
 
 
-def cpu_shares(first: CpuTimes, second: CpuTimes) -> dict[str, float]:
+def cpu_shares(first: CpuTimes, second: CpuTimes, own_ticks: int = 0) -> dict[str, float]:
     """Busy, iowait and steal as % of all CPU time between two samples; {} when no tick passed.
+    ``own_ticks`` (prodx's own CPU time in the window) count as idle: the host would have had
+    them without the examination.
 
     >>> cpu_shares(CpuTimes(100, 0, 50, 800, 50, 0, 0, 0), CpuTimes(150, 0, 60, 820, 60, 0, 0, 10))
     {'busy_pct': 60.0, 'iowait_pct': 10.0, 'steal_pct': 10.0, 'idle_pct': 20.0}
+    >>> cpu_shares(CpuTimes(100, 0, 50, 800, 50, 0, 0, 0), CpuTimes(150, 0, 60, 820, 60, 0, 0, 10), own_ticks=20)
+    {'busy_pct': 40.0, 'iowait_pct': 10.0, 'steal_pct': 10.0, 'idle_pct': 40.0}
     """
     total = second.total - first.total
     if total <= 0:
         return {}
+    own = max(0, min(own_ticks, second.busy - first.busy))
 
-    def pct(a: int, b: int) -> float:
-        return round(100.0 * (b - a) / total, 1)
+    def pct(delta: int) -> float:
+        return round(100.0 * delta / total, 1)
 
     return {
-        "busy_pct": pct(first.busy, second.busy),
-        "iowait_pct": pct(first.iowait, second.iowait),
-        "steal_pct": pct(first.steal, second.steal),
-        "idle_pct": pct(first.idle, second.idle),
+        "busy_pct": pct(second.busy - first.busy - own),
+        "iowait_pct": pct(second.iowait - first.iowait),
+        "steal_pct": pct(second.steal - first.steal),
+        "idle_pct": pct(second.idle - first.idle + own),
     }
+
+
+def own_ticks(sample: dict[str, Any]) -> int:
+    """The CPU ticks prodx itself used between two samples of ``proc_samples`` (0 for a sample
+    recorded without its ``self_pid``, or when the process could not be read twice)."""
+    pid = sample.get("self_pid")
+    first, second = sample["first"]["pids"].get(pid), sample["second"]["pids"].get(pid)
+    if not (pid and first and second):
+        return 0
+    try:
+        return max(0, parse_pid_stat(second).cpu_ticks - parse_pid_stat(first).cpu_ticks)
+    except (ValueError, IndexError):
+        return 0
 
 
 def runaways(first: dict[str, str], second: dict[str, str], elapsed_s: float, uptime_s: float) -> list[dict[str, Any]]:
@@ -266,12 +285,15 @@ def _sample_twice(host: Host) -> dict[str, Any]:
     time.sleep(SAMPLE_INTERVAL_S)
     second = _snapshot(host)
     elapsed = second.pop("monotonic_s") - first.pop("monotonic_s")
-    return {"elapsed_s": round(elapsed, 4), "first": first, "second": second}
+    # The examination's own CPU time is in /proc/stat too: on a small host a probe run beside a
+    # single spinning process would read as a saturated machine.
+    return {"elapsed_s": round(elapsed, 4), "first": first, "second": second, "self_pid": str(os.getpid())}
 
 
 def proc_samples(ctx: ProbeContext) -> dict[str, Any]:
     """Two snapshots of /proc/stat, /proc/vmstat, /proc/uptime and every /proc/PID/stat,
-    SAMPLE_INTERVAL_S apart, taken once per run: {"elapsed_s", "first", "second"}.
+    SAMPLE_INTERVAL_S apart, taken once per run: {"elapsed_s", "first", "second", "self_pid"}
+    (prodx's own pid; absent from captures made before it was recorded).
 
     A snapshot's entry is None for a file that could not be read. A replayed host raises
     NotCaptured when its capture holds no samples (the runner reports the probe skipped).
@@ -400,7 +422,7 @@ class CpuUsageProbe(Probe):
         first, second = s["first"], s["second"]
         shares: dict[str, float] = {}
         if first["stat"] and second["stat"]:
-            shares = cpu_shares(parse_proc_stat(first["stat"])[0], parse_proc_stat(second["stat"])[0])
+            shares = cpu_shares(parse_proc_stat(first["stat"])[0], parse_proc_stat(second["stat"])[0], own_ticks(s))
         if not shares:
             why = "cannot read /proc/stat twice" if not (first["stat"] and second["stat"]) else "no CPU tick passed between the samples"
             for fid in ("cpu.iowait_high", "cpu.steal_high", "cpu.utilization_high"):
