@@ -175,19 +175,20 @@ def parse_pid_stat(text: str) -> PidStat:
 
 
 def cpu_shares(first: CpuTimes, second: CpuTimes, own_ticks: int = 0) -> dict[str, float]:
-    """Busy, iowait and steal as % of all CPU time between two samples; {} when no tick passed.
-    ``own_ticks`` (prodx's own CPU time in the window) count as idle: the host would have had
-    them without the examination.
+    """Busy, iowait and steal as % of the CPU time between two samples; {} when no tick passed.
+    ``own_ticks`` (prodx's own CPU time in the window) are taken out of the window altogether:
+    the shares are of the time the examination left to the host, so a host saturated without
+    it still reads as saturated, and one spinner on two cores does not read as a full machine.
 
     >>> cpu_shares(CpuTimes(100, 0, 50, 800, 50, 0, 0, 0), CpuTimes(150, 0, 60, 820, 60, 0, 0, 10))
     {'busy_pct': 60.0, 'iowait_pct': 10.0, 'steal_pct': 10.0, 'idle_pct': 20.0}
     >>> cpu_shares(CpuTimes(100, 0, 50, 800, 50, 0, 0, 0), CpuTimes(150, 0, 60, 820, 60, 0, 0, 10), own_ticks=20)
-    {'busy_pct': 40.0, 'iowait_pct': 10.0, 'steal_pct': 10.0, 'idle_pct': 40.0}
+    {'busy_pct': 50.0, 'iowait_pct': 12.5, 'steal_pct': 12.5, 'idle_pct': 25.0}
     """
-    total = second.total - first.total
+    own = max(0, min(own_ticks, second.busy - first.busy))
+    total = second.total - first.total - own
     if total <= 0:
         return {}
-    own = max(0, min(own_ticks, second.busy - first.busy))
 
     def pct(delta: int) -> float:
         return round(100.0 * delta / total, 1)
@@ -196,7 +197,7 @@ def cpu_shares(first: CpuTimes, second: CpuTimes, own_ticks: int = 0) -> dict[st
         "busy_pct": pct(second.busy - first.busy - own),
         "iowait_pct": pct(second.iowait - first.iowait),
         "steal_pct": pct(second.steal - first.steal),
-        "idle_pct": pct(second.idle - first.idle + own),
+        "idle_pct": pct(second.idle - first.idle),
     }
 
 
