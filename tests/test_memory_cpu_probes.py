@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -281,8 +282,6 @@ def test_cpu_sample_does_not_count_prodx_own_cpu_time_as_the_hosts():
     def burn() -> None:
         while time.monotonic() < stop:
             sum(range(10_000))
-
-    import threading
 
     worker = threading.Thread(target=burn)
     worker.start()
