@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import socket
 import time
@@ -57,8 +58,16 @@ echo "rebuild done"
 """
 
 _LOAD = r"""
-import selectors, socket, sys, time
+import resource, selectors, socket, sys, time
 port, clients, max_s, max_requests = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
+# A load generator raises its own descriptor limit: a CI shell's soft limit may be below
+# one socket per client.
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+need = clients + 64
+if soft != resource.RLIM_INFINITY and soft < need:
+    if hard != resource.RLIM_INFINITY and hard < need:
+        sys.exit(f"RLIMIT_NOFILE hard limit {hard} is below the {need} descriptors {clients} clients need")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (need, hard))
 pages = [b"/index.html", b"/index.html", b"/index.html", b"/catalog.php"]
 reqs = [b"GET " + p + b" HTTP/1.1\r\nHost: shop.lab\r\nUser-Agent: prodx-lab-load\r\n\r\n" for p in pages]
 sel = selectors.DefaultSelector()
@@ -191,9 +200,13 @@ def _nginx_workers(master: int) -> set[int]:
     return out
 
 
-def _webstack_unmet() -> str | None:
+def _traffic_unmet() -> str | None:
+    """Why the surge cannot run here: no web stack, or too few descriptors for its clients."""
     from prodx.lab.webstack import webstack_unmet
 
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard != resource.RLIM_INFINITY and hard < LOAD_CLIENTS + 64:
+        return f"needs RLIMIT_NOFILE >= {LOAD_CLIENTS + 64} for {LOAD_CLIENTS} clients (hard limit {hard})"
     return webstack_unmet()
 
 
@@ -208,7 +221,7 @@ class TrafficSpike(Scenario):
         "a post went viral: the site crawls, some visitors get no answer",
         "the access log scrolls many times faster than an hour ago",
     )
-    needs = Needs(commands=(("useradd", "passwd"), ("userdel", "passwd")), kernel=(), check=_webstack_unmet)
+    needs = Needs(commands=(("useradd", "passwd"), ("userdel", "passwd")), kernel=(), check=_traffic_unmet)
 
     def setup(self, sb: Sandbox) -> None:
         from prodx.lab.webstack import WebStack
@@ -229,7 +242,11 @@ class TrafficSpike(Scenario):
         # A site tuned for traffic: nginx takes every connection the surge brings (the web
         # stack's default of 64 would close the rest at once).
         conf = sb.path("nginx", "nginx.conf")
-        conf.write_text(conf.read_text().replace("worker_connections 64;", f"worker_connections {NGINX_CONNECTIONS};"))
+        # worker_rlimit_nofile: the master (root) raises its worker's descriptor limit, which
+        # an inherited soft limit (1024 or less in some shells) would otherwise cap.
+        conf.write_text(conf.read_text().replace(
+            "worker_connections 64;", f"worker_connections {NGINX_CONNECTIONS};").replace(
+            "worker_processes 1;", f"worker_processes 1;\nworker_rlimit_nofile {2 * NGINX_CONNECTIONS + 64};"))
         master = int(sb.path("nginx.pid").read_text().split()[0])
         old = _nginx_workers(master)
         os.kill(master, signal.SIGHUP)
@@ -238,8 +255,16 @@ class TrafficSpike(Scenario):
     def inject(self, sb: Sandbox) -> None:
         self.load = sb.spawn([child_python(), "-I", "-c", _LOAD, str(self.web.port), str(LOAD_CLIENTS), str(LOAD_S),
                               str(LOAD_MAX_REQUESTS)], log="load.out")
-        wait_until(lambda: recent_requests(self.access_log) >= 600 and established_to(self.web.port) >= 256,
-                   60, "the load did not reach the server")
+        try:
+            wait_until(lambda: self.load.poll() is not None
+                       or (recent_requests(self.access_log) >= 600 and established_to(self.web.port) >= 256), 60, "")
+            if self.load.poll() is not None:
+                raise LabError("")
+        except LabError:
+            raise LabError(f"the load did not reach the server: {recent_requests(self.access_log)} requests in the "
+                           f"last 5 min (600 wanted), {established_to(self.web.port)} connections established (256 "
+                           f"wanted); load generator: {_tail(sb.path('load.out'))}; nginx error log: "
+                           f"{_tail(self.web.nginx_error_log)}") from None
         self.injected.append(f"{established_to(self.web.port)} connections established to nginx on 127.0.0.1:"
                              f"{self.web.port}; {recent_requests(self.access_log)} requests in the last 5 min "
                              f"against {len(range(65 * 60, 5 * 60, -20))} in the hour before")
@@ -248,6 +273,15 @@ class TrafficSpike(Scenario):
         assert self.user is not None
         return profile_toml(name=f"lab-{self.name}", user=self.user.name, logs=[str(self.access_log), *self.web.logs],
                             services=self.web.service_names)
+
+
+def _tail(path: Path, lines: int = 5) -> str:
+    """The last ``lines`` lines of ``path``, or what stopped them being read."""
+    try:
+        text = path.read_text(errors="replace").strip().splitlines()[-lines:]
+    except OSError as exc:
+        return f"({exc.strerror})"
+    return " | ".join(text) or "(empty)"
 
 
 def port_open(port: int) -> bool:
