@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from prodx.engine.alike import Resemblance
 from prodx.engine.next_test import NextTest, next_tests
 from prodx.engine.likelihood import marginal, predictive
 from prodx.engine.posterior import NONE_ID, Differential, observed_states, posterior, rank
@@ -92,6 +93,8 @@ class Session:
         max_questions: at most this many questions (None: no limit).
         retryable_probes: probes whose unknown findings a re-run may settle (timed out);
             their findings are offered as "run the probe" tests.
+        said, alike: the findings read from the person's account and what it reads like
+            (prodx.engine.alike): the answers update both readings of the words.
     """
 
     kb: KnowledgeBase
@@ -99,6 +102,8 @@ class Session:
     confidence: float = DEFAULT_CONFIDENCE
     max_questions: int | None = None
     retryable_probes: frozenset[str] = frozenset()
+    said: dict[str, FindingState] = field(default_factory=dict)
+    alike: Resemblance | None = None
     answers: dict[str, FindingState] = field(default_factory=dict)
     asked: list[str] = field(default_factory=list)
 
@@ -109,7 +114,7 @@ class Session:
         return out
 
     def differential(self) -> Differential:
-        return rank(self.kb, self.states())
+        return rank(self.kb, self.states(), said=self.said, alike=self.alike)
 
     def _candidates(self) -> list[str]:
         states = self.states()
@@ -309,7 +314,8 @@ def run_ask(*, confidence: float, max_questions: int | None, **options: Any) -> 
         return int(ExitStatus.USAGE_ERROR)
     console = Console(file=sys.stdout, highlight=False, soft_wrap=False)
     retry = frozenset(r.name for r in result.probe_runs if r.status in _RETRYABLE)
-    session = Session(result.kb, list(result.findings), confidence, max_questions, retry)
+    session = Session(result.kb, list(result.findings), confidence, max_questions, retry, said=result.said,
+                      alike=result.alike)
 
     def rerun(probe_name: str) -> list[Finding]:
         from prodx.host.local import LocalHost

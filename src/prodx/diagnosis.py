@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from prodx.discovery import Discovery
+from prodx.engine.alike import Resemblance, resemblance
 from prodx.engine.next_test import NextTest, next_tests
 from prodx.engine.posterior import Differential, observed_states, rank
 from prodx.engine.symptoms import Unmatched, match_symptoms
@@ -67,6 +68,10 @@ class Diagnosis:
     #: Where each target value came from (profile, discovery, default), and what discovery saw.
     target_sources: dict[str, Any] = field(default_factory=dict)
     discovery: Discovery | None = None
+    #: The findings the symptom reader took from the person's account, and what the account
+    #: reads like (prodx.engine.alike); empty and None without an account.
+    said: dict[str, FindingState] = field(default_factory=dict)
+    alike: Resemblance | None = None
 
     def finding(self, fid: str) -> Finding | None:
         return next((f for f in self.findings if f.id == fid), None)
@@ -173,6 +178,8 @@ def diagnose(options: DiagnoseOptions, host: Host | None = None, kb: KnowledgeBa
     profile = load_profile(options.profile_path) if options.profile_path else Profile()
     host = host or LocalHost()
     symptom_findings, unmatched = match_symptoms(options.symptoms, kb)
+    said = {f.id: f.state for f in symptom_findings}
+    alike = resemblance(kb.alike, options.symptoms, kb.lexicon)
     found = None if options.no_probes else _discover(host)
     target, sources = build_target_with_sources(host, profile, options.as_user, found)
     probe_findings: list[Finding] = []
@@ -183,7 +190,7 @@ def diagnose(options: DiagnoseOptions, host: Host | None = None, kb: KnowledgeBa
         probe_findings, runs = run_probes(all_probes(), ctx, options.deadline_s)
     findings = merge_reported(probe_findings, symptom_findings)
     states = {f.id: f.state for f in findings}
-    differential = rank(kb, states)
+    differential = rank(kb, states, said=said, alike=alike)
     tests = next_tests(kb, observed_states(states), _probe_candidates(kb, states))
     return Diagnosis(
         host=host.hostname(),
@@ -199,4 +206,6 @@ def diagnose(options: DiagnoseOptions, host: Host | None = None, kb: KnowledgeBa
         unmatched=unmatched,
         target_sources=sources,
         discovery=found,
+        said=said,
+        alike=alike,
     )

@@ -8,6 +8,14 @@ the same evidence is not counted twice. Unknown findings are left out. The hypot
 the known conditions" has the prior mass the conditions leave (at least ``NONE_PRIOR_FLOOR``)
 and produces every finding at its leak. Pure functions of findings and KB: the same input
 gives the same output.
+
+With a person's account (``prodx.engine.alike``), what the words said is read twice: as the
+findings the symptom reader understood, and as a resemblance to the learned incidents. The
+two readings are mixed, P_words(c) = (1 − w) · P(c | said) + w · alike(c), and every other
+finding (what the probes measured, a person's answers) updates that mixture by its own
+likelihood: P(c | E) ∝ P_words(c) · P(E | c) / P(said | c), the grouped likelihoods of all the
+evidence over those of the words' findings alone (so an evidence group split between the two
+is still counted once). README, "Incidents like this one".
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from prodx.engine.alike import Resemblance
 from prodx.engine.likelihood import Marginal, finding_ratios, log_likelihood, log_likelihood_with, member_contribution
 from prodx.kb.loader import ConditionDef, KnowledgeBase
 from prodx.model import FindingState
@@ -48,6 +57,10 @@ class Ranked:
     #: Evidence groups with two or more findings in ``support``: (group id, those findings),
     #: one event seen several ways and counted once.
     support_groups: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    #: How much the account reads like this condition's incidents (a share of 1 over every
+    #: learned cause) and the account's words that make it so; 0 and () without an account.
+    alike: float = 0.0
+    alike_words: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -99,6 +112,27 @@ def posterior(kb: KnowledgeBase, observed: Mapping[str, bool]) -> tuple[dict[str
     none_w = math.exp(none_log - top)
     total = none_w + sum(weights.values())
     return {cid: w / total for cid, w in weights.items()}, none_w / total
+
+
+def posterior_with_words(
+    kb: KnowledgeBase, observed: Mapping[str, bool], said: Mapping[str, bool], alike: Resemblance
+) -> tuple[dict[str, float], float]:
+    """The posterior with the words read twice (module docstring): ``said`` are the findings
+    the symptom reader took from the account, ``observed`` all findings (``said`` among them,
+    unless a measurement overrode one)."""
+    words, words_none = posterior(kb, said)
+    w = alike.weight
+    logs = {}
+    for cid, c in sorted(kb.conditions.items()):
+        mixed = (1 - w) * words[cid] + w * alike.share(cid)
+        logs[cid] = math.log(max(mixed, 1e-300)) + log_likelihood(kb, c, observed) - log_likelihood(kb, c, said)
+    mixed_none = (1 - w) * words_none + w * alike.share(NONE_ID)
+    none_log = math.log(max(mixed_none, 1e-300)) + log_likelihood(kb, None, observed) - log_likelihood(kb, None, said)
+    top = max([none_log, *logs.values()])
+    weights = {cid: math.exp(v - top) for cid, v in logs.items()}
+    none_w = math.exp(none_log - top)
+    total = none_w + sum(weights.values())
+    return {cid: x / total for cid, x in weights.items()}, none_w / total
 
 
 def observed_states(states: Mapping[str, FindingState]) -> dict[str, bool]:
@@ -189,10 +223,16 @@ def _pair_candidates(kb: KnowledgeBase, observed: Mapping[str, bool], order: lis
     return candidates
 
 
-def rank(kb: KnowledgeBase, states: Mapping[str, FindingState], *, limit: int = 10) -> Differential:
-    """The differential for the given finding states, most probable first."""
+def rank(kb: KnowledgeBase, states: Mapping[str, FindingState], *, limit: int = 10,
+         said: Mapping[str, FindingState] | None = None, alike: Resemblance | None = None) -> Differential:
+    """The differential for the given finding states, most probable first. With ``alike``
+    (what a person's account reads like) and ``said`` (the findings the symptom reader took
+    from it), the words are read twice (module docstring)."""
     observed = observed_states(states)
-    probs, none_p = posterior(kb, observed)
+    if alike is not None:
+        probs, none_p = posterior_with_words(kb, observed, observed_states(said or {}), alike)
+    else:
+        probs, none_p = posterior(kb, observed)
     order = sorted(probs, key=lambda cid: (-probs[cid], cid))
     present = {fid for fid, is_present in observed.items() if is_present}
     family = dict(probs)
@@ -204,7 +244,8 @@ def rank(kb: KnowledgeBase, states: Mapping[str, FindingState], *, limit: int = 
         cond = kb.conditions[cid]
         support, against, groups = _evidence_split(kb, cond, observed)
         explains = tuple(sorted(f for f in cond.explains if f in present))
-        ranked.append(Ranked(cid, probs[cid], support, against, explains, family[cid], groups))
+        ranked.append(Ranked(cid, probs[cid], support, against, explains, family[cid], groups,
+                             alike.share(cid) if alike else 0.0, alike.words.get(cid, ()) if alike else ()))
     pairs = _pairs(kb, observed, _pair_candidates(kb, observed, order))
     roots = [cid for cid in family if not kb.conditions[cid].refines]
     top_root = min(roots, key=lambda cid: (-family[cid], cid)) if roots else ""

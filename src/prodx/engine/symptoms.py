@@ -1079,6 +1079,8 @@ _FUNCTION_WORDS = frozenset(
     "wherever whether which who whoever whom whose why within yet you your yours yourself "
     "go goes going went gone thing things only one two three first second".split()
 )
+#: Words that say nothing of a failure by themselves (prodx.engine.alike leaves them out).
+CONTENTLESS = _FILLERS | _FUNCTION_WORDS
 
 
 @dataclass(frozen=True)

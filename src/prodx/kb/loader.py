@@ -16,11 +16,14 @@ import json
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from prodx.engine.words import Lexicon, stem
+
+if TYPE_CHECKING:
+    from prodx.engine.alike import AlikeModel
 
 DATA_DIR = Path(__file__).parent / "data"
 SCHEMA_DIR = Path(__file__).parent / "schema"
@@ -158,6 +161,8 @@ class KnowledgeBase:
     #: How incidents are told (``reports.yaml``): (condition id, symptom finding id) →
     #: P(symptom | condition) with the incidents' counts blended in. Empty: the files' values.
     told: dict[tuple[str, str], float] = field(default_factory=dict)
+    #: What incidents read like (``alike.json``, prodx.engine.alike); None: not learned.
+    alike: AlikeModel | None = None
 
     def likelihood(self, cond: ConditionDef | None, fid: str) -> float:
         """P(finding | condition): for a symptom, the value blended with how incidents of the
@@ -422,4 +427,7 @@ def load_kb(extra_dirs: tuple[str, ...] = (), *, told: bool = True) -> Knowledge
         _load_dir(kb, directory, shipped=False)
     if told:
         blend_reports(kb, DATA_DIR / "reports.yaml")
+        from prodx.engine.alike import load_alike  # the reader imports this module
+
+        kb.alike = load_alike(DATA_DIR / "alike.json")
     return kb

@@ -94,6 +94,9 @@ def to_document(d: Diagnosis) -> dict[str, Any]:
                 "evidence_groups": [
                     {"group": gid, "event": kb.groups[gid].event, "findings": list(fids)} for gid, fids in row.support_groups
                 ],
+                # How much the person's account reads like this condition's incidents, and
+                # the account's words that make it so (prodx.engine.alike); null without one.
+                "alike": {"share": round(row.alike, 4), "words": list(row.alike_words)} if d.alike else None,
             }
         )
     return {

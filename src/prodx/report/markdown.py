@@ -15,6 +15,7 @@ import re
 from typing import Any
 
 from prodx.diagnosis import Diagnosis
+from prodx.engine.alike import SHOWN_SHARE
 from prodx.kb.loader import KnowledgeBase
 from prodx.redact import redact
 from prodx.report.diagnosis_json import to_document
@@ -177,6 +178,9 @@ def _differential(doc: dict[str, Any]) -> list[str]:
     common = set.intersection(*(set(r["for"]) for r in shown)) if len(shown) > 1 else set()
     for i, r in enumerate(shown, 1):
         own = [code(f) for f in r["for"] if f not in common][:4]
+        alike = r.get("alike")
+        if alike and alike["share"] >= SHOWN_SHARE and alike["words"]:
+            own.append(f"account reads like it ({clean(', '.join(alike['words']))})")
         rows.append([str(i), pct(r["probability"]), code(r["condition"]), clean(r["name"]),
                      ", ".join(own) or "—", ", ".join(code(f) for f in r["against"][:3]) or "—"])
     rows.append(["", pct(doc["none_of_the_known"]), "—", "none of the known conditions", "", ""])

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from prodx.diagnosis import Diagnosis
+from prodx.engine.alike import SHOWN_SHARE
 from prodx.model import LIKELY_PROBABILITY, Finding, FindingState, ProbeStatus
 from prodx.report.diagnosis_json import ordered_remedy, timeline
 
@@ -98,7 +99,11 @@ def render_terminal(d: Diagnosis, console: Console) -> None:
             mark = "+" if f and f.state is FindingState.PRESENT else "−"
             once = f" [dim](same event as {same_as[fid]}, counted once)[/]" if fid in same_as else ""
             console.print(f"  [green]{mark}[/] [bold]{fid}[/]{once} {escape(_evidence_line(f))}")
-        if not leader.support:
+        alike = d.alike is not None and leader.alike >= SHOWN_SHARE and leader.alike_words
+        if alike:
+            console.print(f"  [green]≈[/] [bold]your account[/] reads like its incidents "
+                          f"({leader.alike:.0%} of the resemblance; words: {escape(', '.join(leader.alike_words))})")
+        if not leader.support and not alike:
             console.print("  (nothing observed points to it yet)", style="dim")
         if leader.against:
             console.print("[bold]Against[/]")
