@@ -51,9 +51,10 @@ ALIKE_COLLECTIONS = ("tuning", "tuning2", "tuning3", "tuning4", "shared")
 #: A word counts when at least this many incidents use it; a centroid keeps its KEEP
 #: strongest words; the shares are a softmax of SHARPNESS × cosine and make up WEIGHT of the
 #: words' reading. Chosen on three collections' first looks, each diagnosed by the KB of its
-#: day and compared with centroids learned from the other collections (README): 0.4 and 20
-#: gave the most right leaders with no wrong one at P >= 0.9; KEEP 30-120 and MIN_DF 2-3
-#: were within a case or two of each other.
+#: day and compared with centroids learned from the other collections (bench/alike_folds.py,
+#: README): sharpness 40 made confident wrong leaders, 20 none; 0.4 did best on a sketch with
+#: whole centroids (0.5 does slightly better with these, but the held-out half was run once
+#: with 0.4); KEEP 30-120 and MIN_DF 2-3 were within a case or two of each other.
 MIN_DF = 2
 KEEP = 60
 WEIGHT = 0.4
@@ -101,7 +102,8 @@ def render(counts: dict[str, tuple[int, Counter[str]]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def learn_alike(collections: tuple[str, ...] = ALIKE_COLLECTIONS) -> dict[str, object]:
+def learn_alike(collections: tuple[str, ...] = ALIKE_COLLECTIONS, *, keep: int = KEEP, min_df: int = MIN_DF,
+                weight: float = WEIGHT, sharpness: float = SHARPNESS) -> dict[str, object]:
     """The "incidents like this one" model: idf, one centroid per cause, incidents per cause."""
     if "heldout" in collections:
         raise ValueError("the held-out half is never learned from")
@@ -114,7 +116,7 @@ def learn_alike(collections: tuple[str, ...] = ALIKE_COLLECTIONS) -> dict[str, o
     df: Counter[str] = Counter()
     for _label, counts in labelled:
         df.update(counts.keys())
-    idf = {k: math.log(len(labelled) / n) for k, n in df.items() if n >= MIN_DF}
+    idf = {k: math.log(len(labelled) / n) for k, n in df.items() if n >= min_df}
     sums: defaultdict[str, Counter[str]] = defaultdict(Counter)
     incidents: Counter[str] = Counter()
     for label, counts in labelled:
@@ -122,9 +124,9 @@ def learn_alike(collections: tuple[str, ...] = ALIKE_COLLECTIONS) -> dict[str, o
         sums[label].update(tfidf(counts, idf))
     centroids = {}
     for label, total in sums.items():
-        strongest = dict(sorted(unit(total).items(), key=lambda kv: (-kv[1], kv[0]))[:KEEP])
+        strongest = dict(sorted(unit(total).items(), key=lambda kv: (-kv[1], kv[0]))[:keep])
         centroids[label] = {k: round(x, 5) for k, x in sorted(unit(strongest).items())}
-    return {"collections": list(collections), "weight": WEIGHT, "sharpness": SHARPNESS,
+    return {"collections": list(collections), "weight": weight, "sharpness": sharpness,
             "incidents": dict(sorted(incidents.items())),
             "idf": {k: round(x, 5) for k, x in sorted(idf.items())},
             "centroids": dict(sorted(centroids.items()))}

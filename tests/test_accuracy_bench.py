@@ -150,3 +150,14 @@ def test_reports_yaml_is_what_the_tuning_collections_give_and_never_reads_the_he
     assert "heldout" not in learn_reports.COLLECTIONS
     with pytest.raises(ValueError):
         learn_reports.count(("tuning", "heldout"))
+
+
+def test_the_resemblance_folds_run_on_the_first_looks_and_make_no_confident_wrong_leader():
+    # bench/alike_folds.py: each collection's first look mixed with centroids learned from
+    # the other collections, as the engine mixes them without probes.
+    proc = subprocess.run([sys.executable, str(BENCH / "alike_folds.py")], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    mixed = proc.stdout.split("== mixed")[1]
+    pooled = [line for line in mixed.splitlines() if line.strip().startswith("pooled")]
+    assert len(pooled) == 2
+    assert all(line.endswith("wrong at P>=0.9: 0") for line in pooled)
