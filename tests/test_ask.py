@@ -68,6 +68,25 @@ def test_session_answer_yes_reranks_and_reports_the_moves(kb):
     assert session.asked == ["symptom.log_hog"]
 
 
+def test_session_with_an_account_reports_the_moves_of_the_differential_it_shows():
+    # The account is read twice (prodx.engine.alike): the moves an answer reports are those
+    # of the differential the person sees, not of the findings' reading alone.
+    from prodx.engine.alike import resemblance
+    from prodx.kb.loader import load_kb
+
+    told = load_kb()
+    text = "a teammate ran composer update and now the checkout page shows HTTP 500"
+    findings = start_findings(told, text)
+    session = Session(told, findings, said={f.id: f.state for f in findings},
+                      alike=resemblance(told.alike, [text], told.lexicon))
+    shown = {r.condition: r.probability for r in session.differential().ranked}
+    change = session.answer("symptom.downgrade_helped", FindingState.ABSENT)
+    after = {r.condition: r.probability for r in session.differential().ranked}
+    for move in change.moves:
+        assert move.before == pytest.approx(shown[move.condition])
+        assert move.after == pytest.approx(after[move.condition])
+
+
 def test_session_dont_know_leaves_differential_unchanged_and_is_not_asked_again(kb):
     session = Session(kb, start_findings(kb))
     first = session.next_question().finding

@@ -20,7 +20,7 @@ from typing import Any
 from prodx.engine.alike import Resemblance
 from prodx.engine.next_test import NextTest, next_tests
 from prodx.engine.likelihood import marginal, predictive
-from prodx.engine.posterior import NONE_ID, Differential, observed_states, posterior, rank
+from prodx.engine.posterior import NONE_ID, Differential, observed_states, posterior, posterior_with_words, rank
 from prodx.kb.loader import KnowledgeBase
 from prodx.model import LIKELY_PROBABILITY, ExitStatus, Finding, FindingState, ProbeStatus
 
@@ -113,6 +113,12 @@ class Session:
         out.update({fid: s for fid, s in self.answers.items() if s is not FindingState.UNKNOWN})
         return out
 
+    def _posterior(self, observed: dict[str, bool]) -> tuple[dict[str, float], float]:
+        """The posterior as the differential computes it (the account read twice when there is one)."""
+        if self.alike is None:
+            return posterior(self.kb, observed)
+        return posterior_with_words(self.kb, observed, observed_states(self.said), self.alike)
+
     def differential(self) -> Differential:
         return rank(self.kb, self.states(), said=self.said, alike=self.alike)
 
@@ -136,12 +142,12 @@ class Session:
     def answer(self, fid: str, state: FindingState) -> Change:
         """Record the person's answer (``UNKNOWN`` for "don't know") and say what changed."""
         before_observed = observed_states(self.states())
-        before_probs, before_none = posterior(self.kb, before_observed)
+        before_probs, before_none = self._posterior(before_observed)
         before = self.differential()
         if fid not in self.asked:
             self.asked.append(fid)
         self.answers[fid] = state
-        after_probs, _ = posterior(self.kb, observed_states(self.states()))
+        after_probs, _ = self._posterior(observed_states(self.states()))
         after = self.differential()
         leader_before = before.leader.condition if before.leader else NONE_ID
         leader_after = after.leader.condition if after.leader else NONE_ID
