@@ -11,6 +11,7 @@ and ``/etc/fstab`` for how each filesystem was meant to be mounted. Pseudo files
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, replace
 
 from prodx.host.base import FsStats
@@ -24,6 +25,7 @@ _IGNORED_FSTYPES = frozenset(
 )
 #: Filesystems on a block device (or network) whose read-only state is worth reporting.
 _DISK_FSTYPES = frozenset("ext2 ext3 ext4 xfs btrfs f2fs jfs reiserfs vfat exfat ntfs ntfs3 zfs nfs nfs4 cifs smb3".split())
+_OCTAL = re.compile(r"\\([0-7]{3})")
 #: Budget for statvfs of every mount together; a mount still silent after it is hung.
 STATVFS_BOUND_S = 1.0
 
@@ -51,8 +53,13 @@ class Mount:
 
 
 def _unescape(field: str) -> str:
-    """mountinfo escapes space, tab, newline and backslash as octal (\\040 ...)."""
-    return field.encode().decode("unicode_escape") if "\\" in field else field
+    """mountinfo and fstab escape space, tab, newline and backslash as octal (\\040 ...); other
+    characters, UTF-8 ones included, are as written.
+
+    >>> _unescape("/mnt/caf\u00e9\\\\040old")
+    '/mnt/caf\u00e9 old'
+    """
+    return _OCTAL.sub(lambda m: chr(int(m.group(1), 8)), field) if "\\" in field else field
 
 
 def parse_mountinfo(text: str) -> list[Mount]:
@@ -90,12 +97,14 @@ def parse_fstab(text: str) -> dict[str, set[str]]:
 
     >>> parse_fstab("UUID=1 / ext4 errors=remount-ro 0 1\\n# c\\n/dev/sdb1 /srv xfs ro 0 0")
     {'/': {'errors=remount-ro'}, '/srv': {'ro'}}
+    >>> parse_fstab("/dev/sdc1 /mnt/old\\\\040disk ext4 ro 0 0")  # fstab escapes a space as \\040
+    {'/mnt/old disk': {'ro'}}
     """
     out: dict[str, set[str]] = {}
     for line in text.splitlines():
         parts = line.split()
         if len(parts) >= 4 and not parts[0].startswith("#"):
-            out[parts[1]] = set(parts[3].split(","))
+            out[_unescape(parts[1])] = set(parts[3].split(","))
     return out
 
 

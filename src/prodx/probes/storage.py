@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from prodx.host.base import CallOutcome
-from prodx.model import Finding, absent, present
+from prodx.model import Finding, absent, present, unknown
 from prodx.probes.base import Probe, ProbeContext
 from prodx.probes.mounts import Mount, fstab_options, is_disk_fs, measured_mounts, mount_of
 from prodx.units import fmt_bytes
@@ -54,8 +54,11 @@ def is_out_of_inodes(m: Mount) -> bool:
 
 
 def mount_evidence(m: Mount) -> dict[str, Any]:
+    """The mount and, when its statvfs answered, its space and inodes."""
     s = m.stats
-    assert s is not None
+    if s is None or s.outcome is not CallOutcome.OK:
+        return {"mount_point": m.mount_point, "fstype": m.fstype, "source": m.source, "readonly": m.readonly,
+                "statvfs": s.outcome.value if s else "not tried"}
     used = s.size_bytes - s.free_bytes
     return {
         "mount_point": m.mount_point,
@@ -98,11 +101,30 @@ class StorageMountsProbe(Probe):
 
     def run(self, ctx: ProbeContext) -> Iterable[Finding]:
         mounts = measured_mounts(ctx)
-        fstab = fstab_options(ctx)
         ok = [m for m in mounts if m.stats and m.stats.outcome is CallOutcome.OK]
         hung = [m for m in mounts if m.stats and m.stats.outcome is CallOutcome.HUNG]
+        answered = [m for m in mounts if m.stats and m.stats.outcome is not CallOutcome.HUNG]
         checked = [m.mount_point for m in ok]
-        yield from self._space(ok, checked)
+        if ok:
+            yield from self._space(ok, checked)
+        else:
+            # Unknown is not absent: with no statvfs answer, nothing was checked.
+            why = _no_answer(mounts)
+            for fid in ("storage.full", "storage.low_space", "storage.reserved_only", "storage.inodes_exhausted"):
+                yield unknown(fid, why)
+        yield from self._readonly(ctx, mounts)
+        if hung:
+            yield present(
+                "storage.mount_hung",
+                "statvfs did not return for " + ", ".join(m.describe() for m in hung),
+                mounts=[{"mount_point": m.mount_point, "fstype": m.fstype, "source": m.source} for m in hung],
+            )
+        elif answered:
+            yield absent("storage.mount_hung", "every mount answered statvfs", checked=[m.mount_point for m in answered])
+        else:
+            yield unknown("storage.mount_hung", _no_answer(mounts))
+        if not ok:
+            return
         inodes = [m for m in ok if is_out_of_inodes(m)]
         if inodes:
             yield present(
@@ -116,10 +138,18 @@ class StorageMountsProbe(Probe):
             )
         else:
             yield absent("storage.inodes_exhausted", "every filesystem has free inodes", checked=checked)
-        must_write = {mp for mp in (self._holder(p, ok) for p in ctx.target.writable + ctx.target.logs) if mp}
+
+    def _readonly(self, ctx: ProbeContext, mounts: list[Mount]) -> Iterable[Finding]:
+        """Read-only state is the mount table's (mountinfo), so every mount is judged, whether or
+        not its statvfs answered."""
+        if not mounts:
+            yield unknown("storage.readonly", "the mount table lists no filesystem to judge")
+            return
+        fstab = fstab_options(ctx)
+        must_write = {mp for mp in (self._holder(p, mounts) for p in ctx.target.writable + ctx.target.logs) if mp}
         readonly = [
             m
-            for m in ok
+            for m in mounts
             if m.readonly
             and (m.mount_point in must_write or (is_disk_fs(m) and "ro" not in fstab.get(m.mount_point, set())))
         ]
@@ -130,15 +160,8 @@ class StorageMountsProbe(Probe):
                 mounts=[mount_evidence(m) | {"fstab_options": sorted(fstab.get(m.mount_point, []))} for m in readonly],
             )
         else:
-            yield absent("storage.readonly", "no filesystem that should be writable is read-only", checked=checked)
-        if hung:
-            yield present(
-                "storage.mount_hung",
-                "statvfs did not return for " + ", ".join(m.describe() for m in hung),
-                mounts=[{"mount_point": m.mount_point, "fstype": m.fstype, "source": m.source} for m in hung],
-            )
-        else:
-            yield absent("storage.mount_hung", "every mount answered statvfs", checked=[m.mount_point for m in mounts])
+            yield absent("storage.readonly", "no filesystem that should be writable is read-only",
+                         checked=[m.mount_point for m in mounts])
 
     @staticmethod
     def _holder(path: str, mounts: list[Mount]) -> str:
@@ -157,3 +180,11 @@ class StorageMountsProbe(Probe):
                 yield present(fid, "; ".join(_space_line(m) for m in hits), mounts=[mount_evidence(m) for m in hits])
             else:
                 yield absent(fid, none_text, checked=checked)
+
+
+def _no_answer(mounts: list[Mount]) -> str:
+    """Why no filesystem could be measured: none listed, or each mount's statvfs outcome."""
+    if not mounts:
+        return "the mount table lists no filesystem to measure"
+    outcomes = sorted({m.stats.outcome.value if m.stats else "not tried" for m in mounts})
+    return f"statvfs answered for none of the {len(mounts)} mounts ({', '.join(outcomes)})"
