@@ -12,6 +12,8 @@ import gzip
 import http.server
 import io
 import json
+import os
+import re
 import socket
 import subprocess
 import sys
@@ -240,3 +242,60 @@ def test_diagnose_from_a_tar_without_host_json_exits_2_naming_it(tmp_path: Path)
     assert run.returncode == 2
     lines = run.stderr.decode().strip().splitlines()
     assert len(lines) == 1 and str(bad) in lines[0] and "host.json" in lines[0]
+
+
+def _archive_with(path: Path, *members: tuple[tarfile.TarInfo, bytes]) -> Path:
+    with tarfile.open(path, "w:gz") as tar:
+        host = tarfile.TarInfo("host.json")
+        host.size = 2
+        tar.addfile(host, io.BytesIO(b"{}"))
+        for info, data in members:
+            tar.addfile(info, io.BytesIO(data) if data else None)
+    return path
+
+
+@pytest.mark.parametrize("kind", ["escape", "absolute", "symlink", "device"])
+def test_replay_refuses_an_unsafe_member_naming_it_and_writes_nothing_outside(tmp_path: Path, kind: str):
+    info = tarfile.TarInfo({"escape": "../../evil.txt", "absolute": "/tmp/evil.txt"}.get(kind, "root/etc/x"))
+    data = b""
+    if kind in ("escape", "absolute"):
+        data = b"owned"
+        info.size = len(data)
+    elif kind == "symlink":
+        info.type, info.linkname = tarfile.SYMTYPE, "/etc/shadow"
+    else:
+        info.type, info.devmajor, info.devminor = tarfile.CHRTYPE, 1, 3
+    bad = _archive_with(tmp_path / "bad.tar.gz", (info, data))
+    with pytest.raises(capture.CaptureError, match=re.escape(repr(info.name))):
+        with capture.open_archive(str(bad)):
+            pass
+    assert not (tmp_path.parent / "evil.txt").exists()
+
+
+def test_replay_refuses_an_oversized_member_on_its_header(tmp_path: Path, monkeypatch):
+    info = tarfile.TarInfo("root/var/log/huge.log")
+    info.size = 4096
+    bad = _archive_with(tmp_path / "big.tar.gz", (info, b"x" * 4096))
+    monkeypatch.setattr(capture, "MAX_MEMBER_BYTES", 1024)
+    with pytest.raises(capture.CaptureError, match="huge.log"):
+        with capture.open_archive(str(bad)):
+            pass
+
+
+def test_replay_extracts_a_good_archive_without_tarfile_filters(tmp_path: Path, monkeypatch):
+    # Python 3.11 before 3.11.4 has no extractall(filter=): the replay must not need it.
+    monkeypatch.setattr(tarfile.TarFile, "extractall", None)
+    info = tarfile.TarInfo("root/etc/hostname")
+    info.size = 3
+    good = _archive_with(tmp_path / "good.tar.gz", (info, b"fx\n"))
+    with capture.open_archive(str(good)) as replay:
+        assert Path(replay.host.real_path("/etc/hostname")).read_text() == "fx\n"
+
+
+def test_diagnose_from_a_fifo_or_a_device_exits_2_at_once(tmp_path: Path):
+    fifo = tmp_path / "capture.tar.gz"
+    os.mkfifo(fifo)
+    for source in (fifo, Path("/dev/zero")):
+        run = _prodx("diagnose", "--from", str(source), cwd=tmp_path)
+        assert run.returncode == 2
+        assert str(source) in run.stderr.decode() and "not a regular file" in run.stderr.decode()

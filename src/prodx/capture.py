@@ -25,6 +25,8 @@ import io
 import json
 import os
 import re
+import shutil
+import stat
 import sys
 import tarfile
 import tempfile
@@ -33,7 +35,7 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
 from prodx import redact as _r
@@ -267,13 +269,20 @@ def open_archive(path: str) -> Iterator[Replay]:
     """
     from prodx.host.fixture import FixtureHost
 
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        raise CaptureError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    if not stat.S_ISREG(mode):
+        # A FIFO would block the open, a device would never end.
+        raise CaptureError(f"{path} is not a regular file: a capture is a .tar.gz file")
     with tempfile.TemporaryDirectory(prefix="prodx-replay-") as tmp:
         try:
             with tarfile.open(path, mode="r:*") as tar:
-                names = tar.getnames()
-                if "host.json" not in names:
+                members = tar.getmembers()
+                if "host.json" not in {m.name for m in members}:
                     raise CaptureError(f"{path} holds no host.json: not a prodx capture")
-                tar.extractall(tmp, filter="data")
+                _extract(tar, members, Path(tmp), path)
         except OSError as exc:
             raise CaptureError(f"cannot read {path}: {exc.strerror or exc}") from exc
         except (tarfile.TarError, EOFError, UnicodeError) as exc:
@@ -289,6 +298,40 @@ def open_archive(path: str) -> Iterator[Replay]:
             manifest = {}
         profile = directory / "profile.toml"
         yield Replay(FixtureHost(directory), str(profile) if profile.exists() else "", manifest)
+
+
+#: A capture's members are files and folders of at most this size, this much in all: checked
+#: on the headers, before anything is written.
+MAX_MEMBER_BYTES = 512 << 20
+MAX_ARCHIVE_BYTES = 1 << 30
+
+
+def _extract(tar: tarfile.TarFile, members: list[tarfile.TarInfo], dest: Path, path: str) -> None:
+    """Write ``members`` under ``dest`` after checking every header: only files and folders,
+    inside the archive, within the size bounds. Our own checks, not ``extractall(filter=)``,
+    which Python 3.11 before 3.11.4 lacks. Raises CaptureError naming the member."""
+    total = 0
+    for m in members:
+        parts = PurePosixPath(m.name).parts
+        if m.name.startswith("/") or ".." in parts or not parts:
+            raise CaptureError(f"{path}: member {m.name!r} points outside the archive: refused")
+        if not (m.isfile() or m.isdir()):
+            raise CaptureError(f"{path}: member {m.name!r} is not a file or folder (a link or device): refused")
+        total += m.size
+        if m.size > MAX_MEMBER_BYTES or total > MAX_ARCHIVE_BYTES:
+            raise CaptureError(f"{path}: member {m.name!r} ({m.size:,} bytes) takes the archive past what a capture "
+                               f"holds ({MAX_MEMBER_BYTES:,} bytes a member, {MAX_ARCHIVE_BYTES:,} in all): refused")
+    for m in members:
+        target = dest.joinpath(*PurePosixPath(m.name).parts)
+        if m.isdir():
+            target.mkdir(parents=True, exist_ok=True)
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        source = tar.extractfile(m)
+        if source is None:
+            continue
+        with source, open(target, "wb") as out:
+            shutil.copyfileobj(source, out)
 
 
 def capture_options(options: dict[str, Any]) -> dict[str, Any]:
