@@ -81,6 +81,46 @@ def test_kb_key_given_twice_is_refused_with_its_line(tmp_path):
         load_kb((str(_site_kb(tmp_path, text)),))
 
 
+def _my_cond(**replace: str) -> str:
+    text = (DATA_DIR / "conditions" / "disk-full.yaml").read_text().replace("id: disk-full", "id: my-cond", 1)
+    for old, new in replace.items():
+        assert old in text
+        text = text.replace(old, new, 1)
+    return text
+
+
+@pytest.mark.parametrize("value", [".nan", ".inf", "-.inf"])
+def test_kb_a_prior_that_is_not_a_finite_number_is_refused_with_its_line(tmp_path, value):
+    # JSON Schema's bounds let NaN through (every comparison with it is false): every condition
+    # then read "<1 %".
+    text = _my_cond(**{"prior: ": f"prior: {value} #"})
+    line = next(n for n, s in enumerate(text.splitlines(), 1) if s.startswith("prior:"))
+    with pytest.raises(KBError, match=rf"my-cond.yaml:{line}: prior: not a finite number"):
+        load_kb((str(_site_kb(tmp_path, text)),))
+
+
+def test_kb_refines_must_name_a_condition_and_make_no_cycle(tmp_path):
+    with pytest.raises(KBError, match=r"my-cond.yaml:\d+: refines: names no condition of the KB: 'disk-fulll'"):
+        load_kb((str(_site_kb(tmp_path / "a", _my_cond(**{"\nfindings:": "\nrefines: disk-fulll\nfindings:"}))),))
+    with pytest.raises(KBError, match=r"refines: refinement cycle: my-cond -> my-cond"):
+        load_kb((str(_site_kb(tmp_path / "b", _my_cond(**{"\nfindings:": "\nrefines: my-cond\nfindings:"}))),))
+
+
+def test_kb_explains_and_tests_must_name_findings_of_the_kb(tmp_path):
+    text = _my_cond(**{"\nexplains:\n": "\nexplains:\n  symptom.no_such_thing: this names nothing at all\n"})
+    with pytest.raises(KBError, match=r"my-cond.yaml:\d+: explains: names no finding of the KB: 'symptom.no_such_thing'"):
+        load_kb((str(_site_kb(tmp_path, text)),))
+
+
+def test_kb_a_signature_whose_pattern_does_not_compile_is_refused_at_load(tmp_path):
+    site = tmp_path / "site"
+    (site / "signatures").mkdir(parents=True)
+    (site / "signatures" / "mine.yaml").write_text(
+        "- id: my_sig\n  finding: log.enospc\n  pattern: 'No space (left'\n  description: a broken pattern\n")
+    with pytest.raises(KBError, match=r"mine.yaml:3: \[0\].pattern: not a valid regex"):
+        load_kb((str(site),))
+
+
 def test_kb_site_condition_extends_the_shipped_kb(tmp_path):
     text = (DATA_DIR / "conditions" / "disk-full.yaml").read_text().replace("id: disk-full", "id: my-cond", 1)
     kb = load_kb((str(_site_kb(tmp_path, text)),))

@@ -13,6 +13,8 @@ field.
 from __future__ import annotations
 
 import json
+import math
+import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -237,6 +239,10 @@ def load_yaml(path: Path, schema: str) -> Any:
         # problem mark is often the end of the file.
         mark = getattr(exc, "context_mark", None) or getattr(exc, "problem_mark", None)
         raise KBError(path, mark.line + 1 if mark else None, "", f"invalid YAML: {getattr(exc, 'problem', exc)}") from exc
+    bad = _non_finite(data, [])
+    if bad is not None:
+        # JSON Schema bounds do not hold NaN (every comparison with it is false).
+        raise KBError(path, _line_of(text, bad), _field_path(bad), "not a finite number (.nan and .inf are not allowed)")
     errors = sorted(_validator(schema).iter_errors(data), key=lambda e: list(e.absolute_path))
     if errors:
         err = errors[0]
@@ -250,6 +256,54 @@ def load_yaml(path: Path, schema: str) -> Any:
             message = err.message
         raise KBError(path, _line_of(text, parts), _field_path(parts), message)
     return data
+
+
+def _non_finite(data: Any, at: list[Any]) -> list[Any] | None:
+    """The path of the first NaN or infinity in parsed YAML, or None."""
+    if isinstance(data, float) and not math.isfinite(data):
+        return at
+    items = data.items() if isinstance(data, dict) else enumerate(data) if isinstance(data, list) else ()
+    for key, value in items:
+        found = _non_finite(value, [*at, key])
+        if found is not None:
+            return found
+    return None
+
+
+def _check_references(kb: KnowledgeBase) -> None:
+    """What one file names in another: a condition's ``refines`` names another condition and
+    makes no cycle, its ``explains``, ``confirm`` and ``rule_out`` name findings the KB has.
+    Checked once every directory is loaded (a site's condition may use a site's finding)."""
+    for cond in kb.conditions.values():
+        path = Path(cond.source)
+        named = [("explains", fid) for fid in cond.explains]
+        named += [(kind, t.finding) for kind in ("confirm", "rule_out") for t in getattr(cond, kind)]
+        for kind, fid in named:
+            if fid not in kb.findings:
+                raise KBError(path, _line_of(path.read_text(encoding="utf-8"), [kind]), kind,
+                              f"names no finding of the KB: {fid!r}")
+        seen = [cond.id]
+        parent = cond.refines
+        while parent:
+            if parent not in kb.conditions:
+                raise KBError(path, _line_of(path.read_text(encoding="utf-8"), ["refines"]), "refines",
+                              f"names no condition of the KB: {parent!r}")
+            if parent in seen:
+                raise KBError(path, _line_of(path.read_text(encoding="utf-8"), ["refines"]), "refines",
+                              f"refinement cycle: {' -> '.join([*seen, parent])}")
+            seen.append(parent)
+            parent = kb.conditions[parent].refines
+
+
+def _check_signatures(path: Path, signatures: list[dict[str, Any]]) -> None:
+    """Every signature's pattern compiles (as the log scanner compiles it)."""
+    text = None
+    for i, sig in enumerate(signatures):
+        try:
+            re.compile(sig["pattern"].encode())
+        except re.error as exc:
+            text = text if text is not None else path.read_text(encoding="utf-8")
+            raise KBError(path, _line_of(text, [i, "pattern"]), f"[{i}].pattern", f"not a valid regex: {exc}") from exc
 
 
 def _finding_def(entry: dict[str, Any]) -> FindingDef:
@@ -287,8 +341,6 @@ def _condition_def(entry: dict[str, Any], source: Path) -> ConditionDef:
 
 def _lexicon(path: Path, before: Lexicon) -> Lexicon:
     """One lexicon file, checked: every term compiles, no word sits in two synonym groups."""
-    import re
-
     data = load_yaml(path, "lexicon") or {}
     text = path.read_text(encoding="utf-8")
     for pattern in data.get("terms", {}):
@@ -342,7 +394,9 @@ def _load_dir(kb: KnowledgeBase, directory: Path, *, shipped: bool) -> None:
                 raise KBError(findings_file, _line_of(findings_file.read_text(), [i]), f"[{i}].id", f"duplicate finding id {entry['id']}")
             kb.findings[entry["id"]] = _finding_def(entry)
     for signatures_file in _data_files(directory, "signatures"):
-        kb.signatures.extend(load_yaml(signatures_file, "signatures"))
+        signatures = load_yaml(signatures_file, "signatures")
+        _check_signatures(signatures_file, signatures)
+        kb.signatures.extend(signatures)
     locations_file = directory / "locations.yaml"
     if locations_file.exists():
         for key, paths in load_yaml(locations_file, "locations").items():
@@ -425,6 +479,7 @@ def load_kb(extra_dirs: tuple[str, ...] = (), *, told: bool = True) -> Knowledge
         if not directory.is_dir():
             raise KBError(directory, None, "", "not a directory")
         _load_dir(kb, directory, shipped=False)
+    _check_references(kb)
     if told:
         blend_reports(kb, DATA_DIR / "reports.yaml")
         from prodx.engine.alike import load_alike  # the reader imports this module
