@@ -264,6 +264,21 @@ def test_memory_and_cpu_probes_on_a_capture_without_their_files_say_unknown_not_
     assert runs["cpu.usage"].status.value == "skipped"
 
 
+@pytest.mark.parametrize(("loadavg", "state"), [("7.50 6.00 5.00\n", FindingState.PRESENT),
+                                               ("garbage\n", FindingState.UNKNOWN)])
+def test_cpu_load_on_a_loadavg_without_task_counts_or_malformed_degrades_one_finding(tmp_path, kb, loadavg, state):
+    # uptime's three numbers (a loadavg from another tool) used to raise IndexError in the probe.
+    (tmp_path / "root/proc").mkdir(parents=True)
+    (tmp_path / "root/proc/loadavg").write_text(loadavg)
+    (tmp_path / "root/sys/devices/system/cpu").mkdir(parents=True)
+    (tmp_path / "root/sys/devices/system/cpu/online").write_text("0-1\n")
+    found, runs = _run(kb, (CpuLoadProbe,), host=FixtureHost(tmp_path))
+    assert runs["cpu.load"].status.value == "ok"
+    assert found["cpu.load_high"].state is state
+    if state is FindingState.UNKNOWN:
+        assert "/proc/loadavg" in found["cpu.load_high"].reason
+
+
 def test_cgroup_probe_on_a_host_without_memory_cgroups_is_unknown_with_the_reason(tmp_path, kb):
     # A minimal tree made here: a mountinfo with no cgroup mount, as in a chroot or old container.
     (tmp_path / "root/proc/self").mkdir(parents=True)

@@ -128,11 +128,18 @@ class FixtureHost(Host):
         return list(recorded) if recorded is not None else super().glob(pattern)
 
     def observe(self, kind: str, key: Any, compute: Callable[[], Any]) -> Any:
-        table = self._meta.get("observations", {}).get(kind, {})
+        """The recorded observation. A plain read of a file (``proc.read``) that was not
+        recorded is read from ``root/`` when the file is there, or when the tree records no
+        observations at all (a tree captured by another tool has files, not observations: a
+        file it lacks is missing, not uncaptured). Raises NotCaptured otherwise."""
+        observations = self._meta.get("observations")
+        table = (observations or {}).get(kind, {})
         wanted = json.dumps(key, sort_keys=True)
-        if wanted not in table:
-            raise NotCaptured(f"the capture holds no {kind} observation for {key}")
-        return table[wanted]
+        if wanted in table:
+            return table[wanted]
+        if kind == "proc.read" and isinstance(key, str) and (observations is None or os.path.isfile(self.real_path(key))):
+            return compute()
+        raise NotCaptured(f"the capture holds no {kind} observation for {key}")
 
     def scan_space(self, path: str, deadline_s: float, top_n: int = 10) -> dict[str, Any]:
         recorded = self._meta.get("space", {}).get(path)

@@ -63,16 +63,20 @@ def parse_loadavg(text: str) -> dict[str, float]:
 
     >>> parse_loadavg("0.08 0.45 0.53 3/96 21733\\n")
     {'load1': 0.08, 'load5': 0.45, 'load15': 0.53, 'runnable': 3.0, 'tasks': 96.0}
+    >>> parse_loadavg("0.08 0.45 0.53")  # as uptime prints them: the task counts are missing
+    {'load1': 0.08, 'load5': 0.45, 'load15': 0.53}
+
+    Raises ValueError for a text without three load averages.
     """
     fields = text.split()
-    running, _, total = fields[3].partition("/")
-    return {
-        "load1": float(fields[0]),
-        "load5": float(fields[1]),
-        "load15": float(fields[2]),
-        "runnable": float(running),
-        "tasks": float(total),
-    }
+    try:
+        out = {"load1": float(fields[0]), "load5": float(fields[1]), "load15": float(fields[2])}
+    except (IndexError, ValueError):
+        raise ValueError(f"not a loadavg line: {text[:80]!r}") from None
+    running, slash, total = fields[3].partition("/") if len(fields) > 3 else ("", "", "")
+    if slash and running.isdigit() and total.isdigit():
+        out |= {"runnable": float(running), "tasks": float(total)}
+    return out
 
 
 def parse_cpu_list(text: str) -> int:
@@ -379,6 +383,8 @@ class CpuLoadProbe(Probe):
             load = parse_loadavg(read_volatile(ctx, "/proc/loadavg"))
         except OSError as exc:
             yield unknown("cpu.load_high", f"cannot read /proc/loadavg ({exc.strerror or exc})")
+        except ValueError as exc:
+            yield unknown("cpu.load_high", f"/proc/loadavg: {exc}")
         else:
             if not cores:
                 yield unknown("cpu.load_high", "cannot tell how many CPUs are online (/sys/devices/system/cpu/online and /proc/stat unreadable)")
