@@ -72,6 +72,20 @@ def test_cli_diagnose_bad_profile_exits_2_naming_file_line_key(tmp_path):
     assert proc.stdout == ""
 
 
+@pytest.mark.parametrize("args", [
+    ("diagnose", "--no-probes", "--deadline", "nan"),
+    ("diagnose", "--no-probes", "--deadline", "inf"),
+    ("space", "--deadline", "nan", "/tmp"),
+    ("logs", "--deadline", "nan", "/dev/null"),
+    ("space", ""),
+])
+def test_cli_a_deadline_that_is_not_a_finite_number_or_an_empty_path_exits_2_naming_it(args):
+    # A plain float range lets NaN through; an empty PATH silently meant the current folder.
+    proc = _prodx(*args)
+    assert proc.returncode == 2
+    assert "Invalid value for '--deadline'" in proc.stderr or "Invalid value for 'PATH': is empty" in proc.stderr
+
+
 def test_cli_diagnose_bad_kb_dir_exits_2(tmp_path):
     (tmp_path / "conditions").mkdir()
     (tmp_path / "conditions" / "x.yaml").write_text("id: x\nprior: [\n")

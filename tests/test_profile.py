@@ -90,6 +90,10 @@ def test_profile_http_dependency_tls_tables_load():
         ('[[dependency]]\nname = "db"\ntcp = "db.local"\n', 'site.toml:3: dependency[0].tcp: must be "host:port"'),
         ('[[tls]]\nendpoint = "x:1"\ncolour = 1\n', "site.toml:3: tls[0].colour: unknown key"),
         ('[http]\nurl = "http://a"\n', "site.toml:1: http: must be written [[http]]"),
+        # A port out of range or a broken IPv6 literal: a traceback or a probe error later.
+        ('[[dependency]]\nname = "db"\nurl = "postgres://db:99999/x"\n', "site.toml:3: dependency[0].url: must be a postgres://"),
+        ('[[http]]\nurl = "http://[::1/"\n', "site.toml:2: http[0].url: must be an http:// or https:// URL"),
+        ('[[dependency]]\nname = "db"\ntcp = "db:99999"\n', 'site.toml:3: dependency[0].tcp: must be "host:port"'),
     ],
 )
 def test_profile_tables_bad_input_names_line_and_key(text, expected):

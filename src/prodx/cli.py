@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -21,6 +22,26 @@ Exit codes: 0 no condition is likely, 1 a condition is likely (P >= 0.5),
 """
 
 
+def _not_empty(_ctx: click.Context, _param: click.Parameter, path: str) -> str:
+    """An empty PATH would silently mean the current directory."""
+    if not path:
+        raise click.BadParameter("is empty: name the folder or file whose filesystem to measure")
+    return path
+
+
+class Seconds(click.FloatRange):
+    """A number of seconds within bounds; NaN and infinity are refused (every comparison with
+    NaN is false, so a plain range lets it through)."""
+
+    name = "seconds"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number of seconds", param, ctx)
+        return number
+
+
 def diagnosing_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """The options every diagnosing command takes (SPEC §3), declared once."""
     options = [
@@ -28,7 +49,7 @@ def diagnosing_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--symptom", "symptoms", multiple=True, metavar="TEXT", help='What people see, in plain words (repeatable): "login silently fails".'),
         click.option("--no-probes", is_flag=True, help="Do not examine the host: reason from symptoms alone."),
         click.option("--as", "as_user", default="", metavar="USER", help="Whose write access to test (default: the profile's user, else www-data)."),
-        click.option("--deadline", "deadline_s", type=click.FloatRange(min=0.2, max=120), default=3.0, show_default=True, help="Seconds the probes may take in all; a hung probe is abandoned."),
+        click.option("--deadline", "deadline_s", type=Seconds(min=0.2, max=120), default=3.0, show_default=True, help="Seconds the probes may take in all; a hung probe is abandoned."),
         click.option("--kb", "kb_dirs", multiple=True, type=click.Path(file_okay=False), metavar="DIR", help="Extra knowledge-base directory (findings/, signatures/, conditions/ as YAML)."),
         click.option("--no-write-test", is_flag=True, help="Skip the one probe that writes (a temp file created, fsynced and removed)."),
     ]
@@ -48,11 +69,11 @@ def cli() -> None:
 
 
 @cli.command("space")
-@click.argument("path", type=click.Path(path_type=str))
+@click.argument("path", type=click.Path(path_type=str), callback=_not_empty)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document (schema prodx.space/1).")
 @click.option("--top", "top_n", type=click.IntRange(1, 1000), default=20, show_default=True, help="Rows per list.")
 @click.option(
-    "--deadline", "deadline_s", type=click.FloatRange(min=0.1), default=30.0, show_default=True,
+    "--deadline", "deadline_s", type=Seconds(min=0.1), default=30.0, show_default=True,
     help="Stop after this many seconds and report what was seen (marked PARTIAL).",
 )
 @click.option("--inodes", "mode", flag_value="inodes", help="Count inodes only (fast: no stat per file).")
@@ -203,7 +224,7 @@ def kb_docs(output: str, check: bool, kb_dirs: tuple[str, ...]) -> None:
 @click.argument("files", nargs=-1, type=click.Path(path_type=str))
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document (schema prodx.logs/1).")
 @click.option(
-    "--deadline", "deadline_s", type=click.FloatRange(min=0.1), default=None,
+    "--deadline", "deadline_s", type=Seconds(min=0.1), default=None,
     help="Stop after this many seconds and report what was seen (marked PARTIAL).",
 )
 def logs(files: tuple[str, ...], as_json: bool, deadline_s: float | None) -> None:

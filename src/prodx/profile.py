@@ -135,7 +135,14 @@ def _is_names(v: Any) -> bool:
 
 def _is_url(*schemes: str) -> Callable[[Any], bool]:
     def check(v: Any) -> bool:
-        return isinstance(v, str) and urlsplit(v).scheme in schemes and bool(urlsplit(v).hostname)
+        if not isinstance(v, str):
+            return False
+        try:
+            parts = urlsplit(v)
+            parts.port  # noqa: B018 - raises ValueError for a port out of 0-65535 or not a number
+        except ValueError:  # also a malformed IPv6 literal ("http://[::1")
+            return False
+        return parts.scheme in schemes and bool(parts.hostname)
 
     return check
 
