@@ -299,3 +299,16 @@ def test_diagnose_from_a_fifo_or_a_device_exits_2_at_once(tmp_path: Path):
         run = _prodx("diagnose", "--from", str(source), cwd=tmp_path)
         assert run.returncode == 2
         assert str(source) in run.stderr.decode() and "not a regular file" in run.stderr.decode()
+
+
+def test_a_recording_snapshot_is_a_copy_that_late_probe_threads_cannot_change():
+    # Probe threads abandoned at their deadline keep recording while the archive is written:
+    # a live view failed with "dictionary changed size during iteration" at --deadline 0.2.
+    recorder = RecordingHost(LocalHost())
+    recorder.observe("proc.read", "/proc/loadavg", lambda: {"text": "0 0 0"})
+    snapshot = recorder.snapshot()
+    recorder.observe("proc.read", "/proc/uptime", lambda: {"text": "1 1"})
+    recorder.run(["true"], 5.0)
+    assert list(snapshot["observations"]["proc.read"]) == [json.dumps("/proc/loadavg")]
+    assert snapshot["commands"] == []
+    json.dumps(snapshot)

@@ -9,6 +9,7 @@ fixture trees from real machines and lab scenarios.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import stat as statmod
@@ -215,12 +216,16 @@ class RecordingHost(Host):
         return result
 
     def snapshot(self) -> dict[str, Any]:
-        """What the run read, as the fixture's ``host.json`` data (a live view, not a copy)."""
-        self._meta.setdefault("hostname", self.inner.hostname())
-        self._meta.setdefault("now", self.inner.now())
-        self._meta["is_root"] = self.is_root
-        self._meta["effective_uid"] = self.effective_uid
-        return self._meta
+        """What the run read so far, as the fixture's ``host.json`` data: a copy, because probe
+        threads abandoned at their deadline may still be recording while it is written."""
+        hostname = self._meta.get("hostname") or self.inner.hostname()
+        now = self._meta.get("now") or self.inner.now()
+        with self._lock:
+            self._meta.setdefault("hostname", hostname)
+            self._meta.setdefault("now", now)
+            self._meta["is_root"] = self.is_root
+            self._meta["effective_uid"] = self.effective_uid
+            return copy.deepcopy(self._meta)
 
     def opened_files(self) -> Iterator[tuple[str, bytes]]:
         """(path, last FILE_CAP_BYTES as first opened) of each regular file a probe opened by
