@@ -53,6 +53,13 @@ SECRETS = [
     ("cron: mysqldump -uroot -pS3cretDump shop > /backup/shop.sql", "S3cretDump", "/backup/shop.sql"),
     ("api key: 3f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f1a", "3f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f1a", "api key"),
     ("Proxy-Authorization: Basic dXNlcjpwYXNzd29yZA==", "dXNlcjpwYXNzd29yZA==", "Proxy-Authorization"),
+    ("login?user=ops&pw=Summer2024x", "Summer2024x", "user=ops"),
+    ("db_pw: hunter2pw", "hunter2pw", "db_pw"),
+    ("sshpass -p 'S3cretSsh' ssh deploy@web1 uptime", "S3cretSsh", "deploy@web1"),
+    ("sshpass -pS3cretSsh rsync -a /srv web2:/srv", "S3cretSsh", "rsync"),
+    ("curl -u admin:Adm1nPass https://api.example.com/v1", "Adm1nPass", "admin:"),
+    ("curl --user=admin:Adm1nPass -s https://api.example.com", "Adm1nPass", "https://api.example.com"),
+    ("the admin logged in with password Winter2024! from 10.0.0.9", "Winter2024!", "from 10.0.0.9"),
 ]
 
 # Ordinary lines that must come back unchanged.
@@ -72,6 +79,11 @@ PLAIN = [
     "passenger_max_pool_size: 6",
     "Author: Jane Doe <jane@example.com>",
     "docker image sha256:3f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f1a0b9c8d7e6f5a4b3c2d1e0f9a pulled",
+    "sshd[812]: Accepted publickey for deploy; login with password authentication disabled",
+    "user reset the password for bob",
+    "curl -u admin https://api.example.com/v1 (password prompted)",
+    "Setting up passwd:amd64 (1:4.13+dfsg1-1) ...",
+    "hpw=3",
     "",
 ]
 

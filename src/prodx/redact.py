@@ -40,13 +40,15 @@ _AWS_KEY_ID = re.compile(r"\b((?:AKIA|ASIA|AGPA|AIDA|AROA|ANPA|ANVA|AIPA))[A-Z0-
 _VENDOR_TOKENS = re.compile(
     r"\b(ghp_|gho_|ghu_|ghs_|ghr_|github_pat_|glpat-|xox[abposr]-|sk_live_|sk_test_|rk_live_|"
     r"pk_live_|SG\.|AIza|hf_|npm_)[A-Za-z0-9_.-]{16,}")
-_KEYWORDS = (r"passw(?:or)?d|pwd|pass|passphrase|secret|token|api[_-]?key|apikey|"
+_KEYWORDS = (r"passw(?:or)?d|pwd|(?<![A-Za-z0-9])pw|pass|passphrase|secret|token|api[_-]?key|apikey|"
              r"access[_-]?key|secret[_-]?key|private[_-]?key|credentials?|signature|sig|auth|"
              r"session[_-]?id|sessid")
 # Key ends exactly at a keyword ("db_password", "X-Auth-Token"), so "passenger=" or
 # "token_type=" are left alone.
 _KV = re.compile(
     r"(\b[\w.-]*?(?:" + _KEYWORDS + r")(?![A-Za-z])[\"']?\s*(?:=|:|=>)\s*)"
+    # dpkg names packages by architecture ("passwd:amd64"): not a value.
+    r"(?!(?:amd64|arm64|armhf|armel|i386|all|ppc64el|s390x|riscv64|mips64el)\b)"
     r"(\[REDACTED\]|\"[^\"]*\"|'[^']*'|[^\s\"'&,;}<>)\]]+)", re.I)
 _MYSQL_CLI = re.compile(r"(\bmysql(?:dump|admin)?\b[^\n]*?\s-p)(?!\s)([^\s]+)")
 # Command lines: "--password hunter2", "--token=abc", redis-cli's "-a hunter2".
@@ -54,6 +56,14 @@ _CLI_FLAG = re.compile(
     r"((?:^|\s)--?(?:[\w-]*(?:password|passwd|passphrase|secret|token|api-?key|auth)[\w-]*)(?:=|\s+))"
     r"(?!\[REDACTED\])(?!-)([^\s]+)", re.I)
 _REDIS_CLI = re.compile(r"(\bredis-cli\b[^\n]*?\s-a\s+)(?!-)([^\s]+)")
+_SSHPASS = re.compile(r"(\bsshpass\b[^\n]*?\s-p\s*)(?!-)([^\s]+)")
+# curl's "-u user:password" and "--user user:password": the user stays.
+_CURL_USER = re.compile(r"(\bcurl\b[^\n]*?\s(?:-u|--user)(?:\s+|=)['\"]?[^\s:'\"]+:)(?!\[REDACTED\])([^\s'\"]+)")
+# Prose: "logged in with password hunter2"; words that name a kind of password are not one.
+_PROSE_PASSWORD = re.compile(
+    r"(\b(?:with|using|the|new|old)\s+password\s+(?:is\s+|was\s+|of\s+)?)"
+    r"(?!(?:authentication|auth|login|prompt|protection|reset|change|changes|manager|policy|expired|hash|file|"
+    r"for|from|to|in|on|and|or|field|check|failed|length|\[REDACTED\])\b)(\S+)", re.I)
 # Long opaque tokens after a key-ish word: "api key 3f9a..." or "token 3f9a...".
 _GENERIC = re.compile(
     r"(\b(?:key|token|secret|password|credential|bearer|signature|auth)s?\b[^A-Za-z0-9/\s]{0,3}\s?)"
@@ -96,6 +106,9 @@ def redact(line: str) -> str:
     line = _VENDOR_TOKENS.sub(r"\1" + MASK, line)
     line = _MYSQL_CLI.sub(r"\1" + MASK, line)
     line = _REDIS_CLI.sub(r"\1" + MASK, line)
+    line = _SSHPASS.sub(r"\1" + MASK, line)
+    line = _CURL_USER.sub(r"\1" + MASK, line)
+    line = _PROSE_PASSWORD.sub(r"\1" + MASK, line)
     line = _CLI_FLAG.sub(r"\1" + MASK, line)
     line = _KV.sub(_mask_quoted, line)
     line = _GENERIC.sub(r"\1" + MASK, line)
