@@ -421,3 +421,21 @@ def test_matcher_shared_by_threads_scans_concurrently_without_scratch_errors(tmp
         t.join()
     assert errors == []
     assert len(set(results)) == 1 and len(results) == 20
+
+
+def test_prodx_logs_text_shows_a_log_lines_escape_sequences_and_never_sends_them(tmp_path):
+    # A log line is attacker-controlled: a colour, a window title or a cursor move in it must
+    # reach the terminal as text.
+    line = ("2024/03/02 10:41:07 [crit] 1#0: pwrite() \x1b]0;owned\x07\x1b[2J\x1b[31m failed "
+            "(28: No space left on device)\n")
+    log = _write(tmp_path / "error\x1b[1m.log", line.encode())
+    r = _prodx(str(log))
+    assert r.returncode == 0, r.stderr
+    assert "\x1b" not in r.stdout and "\x07" not in r.stdout
+    assert "\\x1b]0;owned\\x07" in r.stdout and "error\\x1b[1m.log" in r.stdout
+
+
+def test_prodx_lab_list_keeps_text_in_square_brackets():
+    r = subprocess.run([sys.executable, "-m", "prodx", "lab", "list"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert "[emerg]" in r.stdout

@@ -218,7 +218,7 @@ def show_differential(session: Session, console: Any, *, rows: int = 5) -> None:
 
 def show_change(session: Session, change: Change, console: Any) -> None:
     """Leader before → after, the top conditions' moves, the answer's likelihood ratio."""
-    from rich.markup import escape
+    from prodx.report.safe import escape
 
     if change.state is FindingState.UNKNOWN:
         console.print("  [dim]noted: don't know — the differential is unchanged[/]")
@@ -237,7 +237,7 @@ def show_change(session: Session, change: Change, console: Any) -> None:
 
 
 def show_remedy(session: Session, console: Any) -> None:
-    from rich.markup import escape
+    from prodx.report.safe import escape
 
     from prodx.report.diagnosis_json import ordered_remedy
 
@@ -261,7 +261,7 @@ def converse(
 ) -> Stop:
     """Ask until the session is done or the person leaves; ``read`` raises EOFError when
     the input is closed, which leaves like ``q``."""
-    from rich.markup import escape
+    from prodx.report.safe import escape
 
     while (stop := session.done()) is None:
         test = session.next_question()

@@ -219,7 +219,7 @@ def render_text(view: dict[str, Any]) -> str:
 
 def print_rich(view: dict[str, Any], console: Any) -> None:
     """The explanation on a terminal, with headings and commands styled."""
-    from rich.markup import escape
+    from prodx.report.safe import escape
 
     style = {"title": "bold", "heading": "bold cyan", "text": "", "item": "", "detail": "dim", "command": "green"}
     for kind, text in lines(view):

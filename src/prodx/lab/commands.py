@@ -34,12 +34,16 @@ def list_command(*, as_json: bool = False, out: IO[str] = sys.stdout) -> int:
     from rich.console import Console
     from rich.table import Table
 
+    from prodx.report.safe import escape
+
     table = Table(show_lines=False, box=None, pad_edge=False)
     for col in ("scenario", "condition", "injects", "runs here"):
         table.add_column(col, overflow="fold")
     for r in rows:
         cond = r["condition"] + (f" (or {', '.join(r['accept'])})" if r["accept"] else "")
-        table.add_row(r["name"], cond, r["injects"], "yes" if r["runnable"] else "no: " + "; ".join(r["why_not"]))
+        # Descriptions hold brackets ("[[http]]", "[emerg]"): text, not Rich markup.
+        table.add_row(*(escape(c) for c in (r["name"], cond, r["injects"],
+                                            "yes" if r["runnable"] else "no: " + "; ".join(r["why_not"]))))
     Console(file=out, highlight=False, soft_wrap=False, width=160 if not out.isatty() else None).print(table)
     return ExitStatus.NOTHING_LIKELY
 

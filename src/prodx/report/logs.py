@@ -92,7 +92,7 @@ def render_json(scans: Sequence[FileScan], matcher: Matcher, started: datetime,
 def render_text(scans: Sequence[FileScan], out: IO[str]) -> None:
     """Per file: one header line, then its signatures by count, each with an example line."""
     from rich.console import Console
-    from rich.markup import escape
+    from prodx.report.safe import escape
 
     console = Console(file=out, highlight=False, soft_wrap=True)
     for fs in scans:

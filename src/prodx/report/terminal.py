@@ -24,7 +24,7 @@ def _pct(p: float) -> str:
 
 
 def render_terminal(d: Diagnosis, console: Console) -> None:
-    from rich.markup import escape
+    from prodx.report.safe import escape
     from rich.table import Table
 
     kb = d.kb
@@ -148,7 +148,7 @@ def render_terminal(d: Diagnosis, console: Console) -> None:
 def _not_enough(d: Diagnosis, console: Console) -> None:
     """Nothing observed or said bears on any condition: say so, show what was not
     understood and the questions whose answers would, instead of ranking by prior."""
-    from rich.markup import escape
+    from prodx.report.safe import escape
 
     console.print("[bold yellow]NOT ENOUGH TO GO ON.[/] Nothing observed or said bears on any known condition, "
                   "so a ranking would only repeat how common each failure is.")
@@ -167,7 +167,7 @@ def _not_enough(d: Diagnosis, console: Console) -> None:
 
 def _what_changed(d: Diagnosis, console: Console) -> None:
     """The timeline of changes against the first errors, when a change was found."""
-    from rich.markup import escape
+    from prodx.report.safe import escape
 
     events = timeline(d)
     if not any(e["kind"] != "error" for e in events):
@@ -212,7 +212,7 @@ def _evidence_line(f: Finding | None) -> str:
 
 
 def _footer(d: Diagnosis, console: Console, *, unmatched: bool = True) -> None:
-    from rich.markup import escape
+    from prodx.report.safe import escape
 
     if d.probe_runs:
         line = "[dim]Probes: "
