@@ -152,6 +152,16 @@ def test_http_login_journey_with_session_kept_reports_absent(kb, app):
     assert app.posted == [{"user": ["alice"], "password": ["s3cret"]}]
 
 
+def test_http_login_journey_is_not_run_without_the_write_test(kb, app):
+    # Its POST makes the app create a session: a write, so --no-write-test skips it.
+    ctx = ProbeContext(LocalHost(), Target(http=[_login_check(app)]), kb, write_test=False)
+    findings, _runs = run_probes([HttpEndpointsProbe()], ctx, 5.0)
+    found = {f.id: f for f in findings}
+    assert app.posted == []
+    assert found["http.login_session_lost"].state is U and "--no-write-test" in found["http.login_session_lost"].reason
+    assert found["http.endpoint_failing"].state is A
+
+
 def test_http_login_journey_with_session_store_losing_it_reports_session_lost(kb, app):
     app.store_sessions = False
     found = _run(kb, HttpEndpointsProbe(), Target(http=[_login_check(app, then_url=app.base + "/account")]))

@@ -51,7 +51,7 @@ def diagnosing_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--as", "as_user", default="", metavar="USER", help="Whose write access to test (default: the profile's user, else www-data)."),
         click.option("--deadline", "deadline_s", type=Seconds(min=0.2, max=120), default=3.0, show_default=True, help="Seconds the probes may take in all; a hung probe is abandoned."),
         click.option("--kb", "kb_dirs", multiple=True, type=click.Path(file_okay=False), metavar="DIR", help="Extra knowledge-base directory (findings/, signatures/, conditions/ as YAML)."),
-        click.option("--no-write-test", is_flag=True, help="Skip the one probe that writes (a temp file created, fsynced and removed)."),
+        click.option("--no-write-test", is_flag=True, help="Skip what writes: the write test (a temp file created, fsynced and removed) and the profile's login journey (its POST makes the app create a session)."),
     ]
     for option in reversed(options):
         func = option(func)

@@ -161,7 +161,8 @@ class HttpEndpointsProbe(Probe):
             key = ["LOGIN", check.url, lg.then_url, sorted(lg.form), lg.expect_text]
             return host.observe("http", key, lambda: login_journey(check.url, lg.form, lg.then_url, lg.expect_text))
 
-        logins = [c for c in checks if c.login]
+        # The login journey POSTs a form: the app creates a session (a write on the server).
+        logins = [c for c in checks if c.login] if ctx.write_test else []
         with ThreadPoolExecutor(max_workers=min(8, len(checks) + len(logins))) as pool:
             gets = list(pool.map(get, checks))
             journeys = list(pool.map(journey, logins))
@@ -212,7 +213,10 @@ class HttpEndpointsProbe(Probe):
                          latency_s={r["url"]: r["latency_s"] for r in timed}, threshold_s=SLOW_S)
         else:
             yield unknown("http.slow", "no URL answered, so no latency was measured")
-        if not logins:
+        if not logins and any(c.login for c in checks):
+            yield unknown("http.login_session_lost", "the login journey was not run (--no-write-test): its POST makes "
+                                                     "the app create a session")
+        elif not logins:
             yield unknown("http.login_session_lost",
                           "no [[http]] check has a login journey (login = { form = {...}, expect_text = ... })")
         elif lost:
