@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tarfile
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -312,3 +313,32 @@ def test_a_recording_snapshot_is_a_copy_that_late_probe_threads_cannot_change():
     assert list(snapshot["observations"]["proc.read"]) == [json.dumps("/proc/loadavg")]
     assert snapshot["commands"] == []
     json.dumps(snapshot)
+
+
+def test_a_replay_reads_naive_log_times_in_the_captured_hosts_zone(monkeypatch):
+    # The same syslog line was 13.8 h, 20.8 h or 29.8 h old depending on the replaying
+    # machine's zone; now it is read in the zone the capture recorded.
+    from datetime import datetime, timedelta, timezone
+
+    from prodx.host.zone import local_time_of, this_zone
+
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        naive = datetime(2026, 3, 2, 10, 0)
+        tokyo = naive.replace(tzinfo=timezone(timedelta(hours=9))).timestamp()
+        for zone in ({"name": "Asia/Tokyo", "abbreviation": "JST", "utc_offset_s": 9 * 3600},
+                     {"name": "", "abbreviation": "JST", "utc_offset_s": 9 * 3600}):
+            with local_time_of(zone):
+                assert naive.timestamp() == tokyo
+                assert this_zone()["utc_offset_s"] == 9 * 3600
+        assert naive.timestamp() != tokyo  # restored
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+
+
+def test_a_capture_records_the_hosts_zone():
+    recorder = RecordingHost(LocalHost())
+    zone = recorder.snapshot()["timezone"]
+    assert zone["utc_offset_s"] == time.localtime().tm_gmtoff

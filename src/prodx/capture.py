@@ -39,6 +39,7 @@ from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
 from prodx import redact as _r
+from prodx.host.zone import local_time_of
 from prodx.redact import MASK, redact
 
 FORMAT = "prodx.capture/1"
@@ -258,6 +259,8 @@ class Replay:
     host: Any
     profile_path: str
     manifest: dict[str, Any]
+    #: The captured host's time zone (prodx.host.zone); None for captures that predate it.
+    zone: dict[str, Any] | None = None
 
 
 @contextmanager
@@ -289,15 +292,17 @@ def open_archive(path: str) -> Iterator[Replay]:
             raise CaptureError(f"{path} is not a prodx capture: not a readable gzip tar archive") from exc
         directory = Path(tmp)
         try:
-            json.loads((directory / "host.json").read_text())
+            host_meta = json.loads((directory / "host.json").read_text())
         except (OSError, ValueError) as exc:
             raise CaptureError(f"{path}: host.json is unreadable: {exc}") from exc
+        zone = host_meta.get("timezone") if isinstance(host_meta, dict) else None
         try:
             manifest = json.loads((directory / "manifest.json").read_text())
         except (OSError, ValueError):
             manifest = {}
         profile = directory / "profile.toml"
-        yield Replay(FixtureHost(directory), str(profile) if profile.exists() else "", manifest)
+        yield Replay(FixtureHost(directory), str(profile) if profile.exists() else "", manifest,
+                     zone if isinstance(zone, dict) else None)
 
 
 #: A capture's members are files and folders of at most this size, this much in all: checked
@@ -413,7 +418,7 @@ def replay_diagnosis(path: str, options: Any) -> Any:
 
     from prodx.diagnosis import diagnose
 
-    with open_archive(path) as replay:
+    with open_archive(path) as replay, local_time_of(replay.zone):
         saved = replay.manifest.get("options", {})
         opts = replace(
             options,

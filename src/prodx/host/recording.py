@@ -28,6 +28,7 @@ from prodx.host.base import (
     UserInfo,
     WriteResult,
 )
+from prodx.host.zone import this_zone
 
 FILE_CAP_BYTES = 1 << 20
 
@@ -225,6 +226,7 @@ class RecordingHost(Host):
             self._meta.setdefault("now", now)
             self._meta["is_root"] = self.is_root
             self._meta["effective_uid"] = self.effective_uid
+            self._meta.setdefault("timezone", this_zone())
             return copy.deepcopy(self._meta)
 
     def opened_files(self) -> Iterator[tuple[str, bytes]]:
