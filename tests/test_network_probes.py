@@ -343,3 +343,29 @@ def test_dns_probe_asks_the_nameservers_of_the_resolv_conf_the_app_sees(kb, tmp_
     finally:
         app.kill()
         app.wait(10)
+
+
+def test_without_proc_net_tcp_only_what_needs_the_socket_table_is_unknown(kb, tmp_path) -> None:
+    # A host (or another tool's capture) without /proc/net/tcp: the conntrack and listen-queue
+    # counters do not need it and are still read; the port findings say why they are unknown.
+    root = tmp_path / "root"
+    nf = root / "proc/sys/net/netfilter"
+    nf.mkdir(parents=True)
+    (nf / "nf_conntrack_count").write_text("10\n")
+    (nf / "nf_conntrack_max").write_text("262144\n")
+    (root / "proc/net").mkdir(parents=True)
+    (root / "proc/net/netstat").write_text("TcpExt: ListenOverflows ListenDrops\nTcpExt: 3 3\n")
+    found = _run(kb, [NetTablesProbe(), NetListenersProbe()], Target(), FixtureHost(tmp_path))
+    assert found["net.conntrack_full"].state is FindingState.ABSENT
+    assert found["net.listen_overflows"].state is FindingState.ABSENT
+    for fid in ("net.ephemeral_ports_exhausted", "net.time_wait_high", "net.service_not_listening", "net.port_conflict"):
+        assert found[fid].state is FindingState.UNKNOWN and "/proc/net/tcp" in found[fid].reason, fid
+
+
+def test_a_netstat_with_a_missing_header_name_leaves_the_overflows_unknown(kb, tmp_path) -> None:
+    # One name short: every value would be read one column off (ListenDrops as ListenOverflows).
+    root = tmp_path / "root"
+    (root / "proc/net").mkdir(parents=True)
+    (root / "proc/net/netstat").write_text("TcpExt: ListenOverflows\nTcpExt: 0 12\n")
+    found = _run(kb, [NetTablesProbe()], Target(), FixtureHost(tmp_path))
+    assert found["net.listen_overflows"].state is FindingState.UNKNOWN

@@ -104,13 +104,19 @@ def parse_netstat(text: str) -> dict[str, int]:
 
     >>> parse_netstat("TcpExt: SyncookiesSent ListenOverflows ListenDrops\\nTcpExt: 0 12 14\\n")
     {'TcpExt.SyncookiesSent': 0, 'TcpExt.ListenOverflows': 12, 'TcpExt.ListenDrops': 14}
+
+    A group whose names and values differ in number is left out: every value after a missing
+    name would be read under the wrong one.
+
+    >>> parse_netstat("TcpExt: SyncookiesSent ListenDrops\\nTcpExt: 0 12 14\\nIpExt: InOctets\\nIpExt: 7\\n")
+    {'IpExt.InOctets': 7}
     """
     out: dict[str, int] = {}
     lines = text.splitlines()
     for names, values in zip(lines[::2], lines[1::2]):
         group, _, keys = names.partition(":")
         vgroup, _, vals = values.partition(":")
-        if group != vgroup:
+        if group != vgroup or len(keys.split()) != len(vals.split()):
             continue
         for k, v in zip(keys.split(), vals.split()):
             try:

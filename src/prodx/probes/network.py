@@ -372,7 +372,11 @@ class NetListenersProbe(Probe):
     deadline_s = 2.0
 
     def run(self, ctx: ProbeContext) -> Iterable[Finding]:
-        sockets = tcp_sockets(ctx)
+        try:
+            sockets = tcp_sockets(ctx)
+        except OSError as exc:
+            yield from (unknown(fid, f"cannot read /proc/net/tcp ({exc.strerror or exc})") for fid in self.findings)
+            return
         owners = socket_owners(ctx)
         procs = ctx.processes()
         partial = (f"; {len(owners.denied)} process(es) could not be read (needs root to read other users' "
@@ -704,11 +708,19 @@ class NetTablesProbe(Probe):
     def run(self, ctx: ProbeContext) -> Iterable[Finding]:
         first_netstat = self._netstat(ctx)
         first_ct = self._ct_stat(ctx)
-        sockets = tcp_sockets(ctx)
-        yield from self._ports(ctx, sockets)
+        # Without the socket table the ports are unknown; conntrack and the listen-queue
+        # counters do not need it.
+        try:
+            sockets: list[TcpSocket] | None = tcp_sockets(ctx)
+        except OSError as exc:
+            sockets = None
+            why = f"cannot read /proc/net/tcp ({exc.strerror or exc})"
+            yield from (unknown(fid, why) for fid in ("net.ephemeral_ports_exhausted", "net.time_wait_high"))
+        if sockets is not None:
+            yield from self._ports(ctx, sockets)
         time.sleep(SAMPLE_GAP_S)
         yield from self._conntrack(ctx, first_ct, self._ct_stat(ctx))
-        yield from self._overflows(sockets, first_netstat, self._netstat(ctx))
+        yield from self._overflows(sockets or [], first_netstat, self._netstat(ctx))
 
     @staticmethod
     def _netstat(ctx: ProbeContext) -> dict[str, int] | None:
@@ -807,8 +819,11 @@ class NetTablesProbe(Probe):
             yield unknown(fid, "cannot read /proc/net/netstat")
             return
         keys = ("TcpExt.ListenOverflows", "TcpExt.ListenDrops")
-        delta = {k: after.get(k, 0) - before.get(k, 0) for k in keys}
-        since_boot = {k: after.get(k, 0) for k in keys}
+        if any(k not in after or k not in before for k in keys):
+            yield unknown(fid, "/proc/net/netstat has no readable TcpExt.ListenOverflows and ListenDrops counters")
+            return
+        delta = {k: after[k] - before[k] for k in keys}
+        since_boot = {k: after[k] for k in keys}
         evidence = {"during_sample": delta, "sample_s": SAMPLE_GAP_S, "since_boot": since_boot, "queued": queued}
         if any(delta.values()):
             what = f"{delta['TcpExt.ListenOverflows']} overflow(s) and {delta['TcpExt.ListenDrops']} drop(s) in {SAMPLE_GAP_S} s"
