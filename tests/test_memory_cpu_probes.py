@@ -5,7 +5,9 @@ scenarios (tests/fixtures/capture.py --prefix memory-)."""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -320,3 +322,21 @@ def test_cpu_sample_recorded_without_its_pid_counts_every_tick():
     sample = {"first": {"pids": {"42": line.format(100)}}, "second": {"pids": {"42": line.format(160)}}}
     assert cpu.own_ticks(sample) == 0
     assert cpu.own_ticks(sample | {"self_pid": "42"}) == 60
+
+
+def test_memory_activity_on_a_capture_without_the_largest_process_status_still_runs(kb, tmp_path):
+    # The page size is read from the largest process's status; without it (a capture that
+    # lacks it, a process gone) the probe assumes 4 KiB pages instead of skipping everything.
+    source = Path(__file__).parent / "fixtures" / "hosts" / "memory-leak"
+    shutil.copytree(source, tmp_path / "host")
+    meta_path = tmp_path / "host" / "host.json"
+    meta = json.loads(meta_path.read_text())
+    reads = meta["observations"]["proc.read"]
+    for key in [k for k in reads if k.endswith('/status"')]:
+        del reads[key]
+    meta_path.write_text(json.dumps(meta))
+    found, runs = _run(kb, (MemoryActivityProbe,), host=FixtureHost(tmp_path / "host"))
+    assert runs["memory.activity"].status.value == "ok", runs["memory.activity"].detail
+    assert found["memory.swapping_in"].state is not FindingState.UNKNOWN
+    assert found["memory.process_hog"].state is FindingState.UNKNOWN
+    assert "/proc/PID/status" in found["memory.process_hog"].reason

@@ -259,7 +259,7 @@ class MemoryActivityProbe(Probe):
         for _neg, pid, comm in ranked[:3]:
             try:
                 status = parse_meminfo(read_volatile(ctx, f"/proc/{pid}/status", 8192))
-            except OSError:
+            except (OSError, NotCaptured):  # gone since, or not in the capture: that process only
                 continue
             if "VmRSS" in status:
                 biggest.append({"pid": pid, "name": comm, "rss_bytes": status["VmRSS"],
@@ -289,7 +289,7 @@ def _page_size(ctx: ProbeContext, pids: dict[str, str]) -> int:
         return 4096
     try:
         vmrss = parse_meminfo(read_volatile(ctx, f"/proc/{best.pid}/status", 8192)).get("VmRSS", 0)
-    except OSError:
+    except (OSError, NotCaptured):  # the process is gone, or the capture lacks its status
         return 4096
     ratio = vmrss / best.rss_pages
     return min((4096, 16384, 65536), key=lambda size: abs(size - ratio))
@@ -410,7 +410,7 @@ def _outgrown(ctx: ProbeContext, pids: dict[str, str], page: int) -> Iterable[Fi
         for pid in members:
             try:
                 value = parse_meminfo(read_volatile(ctx, f"/proc/{pid}/status", 8192)).get("RssAnon")
-            except OSError:
+            except (OSError, NotCaptured):
                 continue
             if value:
                 anon[pid] = value
