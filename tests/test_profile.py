@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from prodx.profile import ProfileError, load_profile, parse_profile
@@ -100,3 +102,26 @@ def test_profile_tables_bad_input_names_line_and_key(text, expected):
     with pytest.raises(ProfileError) as err:
         parse_profile(text, "site.toml")
     assert str(err.value).startswith(expected)
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("[app]\nname = \"x\"\nuser = " + "9" * 5000 + "\n", "site.toml:3: invalid value: an integer of more than 4,300 digits"),
+    ("[app]\nname = " + "[" * 100_000 + "]" * 100_000 + "\n", "site.toml: invalid TOML: arrays or tables nested too deep"),
+])
+def test_profile_values_python_cannot_hold_are_refused_naming_the_file(text, expected):
+    # A ValueError or RecursionError from the TOML reader used to end in "internal error".
+    with pytest.raises(ProfileError) as err:
+        parse_profile(text, "site.toml")
+    assert str(err.value).startswith(expected)
+
+
+def test_profile_that_is_a_fifo_or_a_device_is_refused_without_reading_it(tmp_path):
+    fifo = tmp_path / "site.toml"
+    os.mkfifo(fifo)
+    for path in (str(fifo), "/dev/zero"):
+        with pytest.raises(ProfileError, match="not a regular file"):
+            load_profile(path)
+    big = tmp_path / "big.toml"
+    big.write_text("# x\n" * 400_000)
+    with pytest.raises(ProfileError, match="a profile is at most"):
+        load_profile(str(big))

@@ -37,7 +37,9 @@ Every key is optional; unknown keys and wrong types are errors naming file, line
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -252,6 +254,11 @@ def parse_profile(text: str, source: str = "<profile>") -> Profile:
         match = re.search(r"line (\d+)", str(exc))
         line = int(match.group(1)) if match else len(text.splitlines()) or 1
         raise ProfileError(source, line, "", f"invalid TOML: {exc}") from exc
+    except RecursionError as exc:
+        raise ProfileError(source, None, "", "invalid TOML: arrays or tables nested too deep") from exc
+    except ValueError as exc:  # an integer of more digits than Python converts (4,300)
+        line = next((n for n, row in enumerate(text.splitlines(), 1) if re.search(r"\d{1000}", row)), None)
+        raise ProfileError(source, line, "", "invalid value: an integer of more than 4,300 digits") from exc
     for top, value in data.items():
         if top not in ("app", *_ARRAYS):
             line = _line_of(text, top, None, "") or _line_of(text, "", None, top)
@@ -289,9 +296,19 @@ def parse_profile(text: str, source: str = "<profile>") -> Profile:
     )
 
 
+#: A profile is a page of settings: anything larger is not one.
+MAX_PROFILE_BYTES = 1 << 20
+
+
 def load_profile(path: str) -> Profile:
-    """Read and validate the profile at ``path``."""
+    """Read and validate the profile at ``path``: a regular file of at most
+    MAX_PROFILE_BYTES (a FIFO would block the read, a device would never end)."""
     try:
+        info = os.stat(path)
+        if not stat.S_ISREG(info.st_mode):
+            raise ProfileError(path, None, "", "not a regular file: a profile is a TOML file")
+        if info.st_size > MAX_PROFILE_BYTES:
+            raise ProfileError(path, None, "", f"{info.st_size:,} bytes: a profile is at most {MAX_PROFILE_BYTES:,}")
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError as exc:
         raise ProfileError(path, None, "", "no such file") from exc
