@@ -151,3 +151,21 @@ def test_cli_diagnose_one_understood_symptom_is_enough_to_go_on():
     assert doc["differential"][0]["condition"] in {"disk-full", "inode-exhaustion", "log-growth", "disk-full-reserved-blocks"}
     human = _prodx("diagnose", "--no-probes", "--symptom", "No space left on device")
     assert "NOT ENOUGH" not in human.stdout and "Differential" in human.stdout
+
+
+def test_cli_an_unexpected_error_in_any_command_is_one_line_and_exit_3(monkeypatch, capsys):
+    import prodx.cli
+
+    def broken() -> None:
+        raise KeyError("boom")
+
+    monkeypatch.setattr(prodx.cli, "cli", broken)
+    monkeypatch.delenv("PRODX_DEBUG", raising=False)
+    with pytest.raises(SystemExit) as exit_:
+        prodx.cli.main()
+    assert exit_.value.code == 3
+    err = capsys.readouterr().err
+    assert err.startswith("prodx: internal error: KeyError: 'boom'") and err.count("\n") == 1
+    monkeypatch.setenv("PRODX_DEBUG", "1")
+    with pytest.raises(KeyError):
+        prodx.cli.main()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import os
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -270,4 +272,12 @@ def lab_cleanup(paths: tuple[str, ...]) -> None:
 
 
 def main() -> None:
-    cli()
+    """Run the command line; an unexpected error in any command is a one-line message and
+    exit 3 (SPEC: prodx itself failed), never a traceback. PRODX_DEBUG=1 shows it."""
+    try:
+        cli()
+    except Exception as exc:  # noqa: BLE001 - the last line of defence for every command
+        if os.environ.get("PRODX_DEBUG"):
+            raise
+        print(f"prodx: internal error: {type(exc).__name__}: {exc} (PRODX_DEBUG=1 shows where)", file=sys.stderr)
+        raise SystemExit(3) from None
