@@ -3,6 +3,7 @@ line and field; site directories extend it."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -118,6 +119,24 @@ def test_kb_a_signature_whose_pattern_does_not_compile_is_refused_at_load(tmp_pa
     (site / "signatures" / "mine.yaml").write_text(
         "- id: my_sig\n  finding: log.enospc\n  pattern: 'No space (left'\n  description: a broken pattern\n")
     with pytest.raises(KBError, match=r"mine.yaml:3: \[0\].pattern: not a valid regex"):
+        load_kb((str(site),))
+
+
+def test_kb_an_alias_bomb_is_refused_at_once(tmp_path):
+    # "Billion laughs": nine levels of ten aliases parse small and walk to 10^9 values.
+    lines = ['a0: &a0 ["lol"]'] + [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, 10)]
+    site = tmp_path / "site"
+    (site / "conditions").mkdir(parents=True)
+    (site / "conditions" / "my-cond.yaml").write_text("\n".join(lines) + "\n")
+    with pytest.raises(KBError, match="may not use anchors and aliases"):
+        load_kb((str(site),))
+
+
+def test_kb_a_fifo_among_the_kb_files_is_refused_without_being_read(tmp_path):
+    site = tmp_path / "site"
+    (site / "conditions").mkdir(parents=True)
+    os.mkfifo(site / "conditions" / "my-cond.yaml")
+    with pytest.raises(KBError, match=r"my-cond.yaml: .*not a regular file"):
         load_kb((str(site),))
 
 

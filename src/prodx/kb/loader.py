@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import stat
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -226,9 +227,19 @@ def _field_path(parts: list[Any]) -> str:
     return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in parts).lstrip(".")
 
 
+#: The largest KB file read (the shipped ones are under 100 KB).
+MAX_KB_FILE_BYTES = 8 << 20
+
+
 def load_yaml(path: Path, schema: str) -> Any:
-    """Parse and validate one KB file; raise KBError naming file, line and field."""
+    """Parse and validate one KB file (a regular file of at most MAX_KB_FILE_BYTES: a FIFO
+    would block the read); raise KBError naming file, line and field."""
     try:
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):
+            raise KBError(path, None, "", "not a regular file: a KB file is YAML")
+        if info.st_size > MAX_KB_FILE_BYTES:
+            raise KBError(path, None, "", f"{info.st_size:,} bytes: a KB file is at most {MAX_KB_FILE_BYTES:,}")
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise KBError(path, None, "", f"cannot read: {exc}") from exc
@@ -239,10 +250,10 @@ def load_yaml(path: Path, schema: str) -> Any:
         # problem mark is often the end of the file.
         mark = getattr(exc, "context_mark", None) or getattr(exc, "problem_mark", None)
         raise KBError(path, mark.line + 1 if mark else None, "", f"invalid YAML: {getattr(exc, 'problem', exc)}") from exc
-    bad = _non_finite(data, [])
-    if bad is not None:
+    problem = _data_problem(data)
+    if problem is not None:
         # JSON Schema bounds do not hold NaN (every comparison with it is false).
-        raise KBError(path, _line_of(text, bad), _field_path(bad), "not a finite number (.nan and .inf are not allowed)")
+        raise KBError(path, _line_of(text, problem[0]), _field_path(problem[0]), problem[1])
     errors = sorted(_validator(schema).iter_errors(data), key=lambda e: list(e.absolute_path))
     if errors:
         err = errors[0]
@@ -258,15 +269,22 @@ def load_yaml(path: Path, schema: str) -> Any:
     return data
 
 
-def _non_finite(data: Any, at: list[Any]) -> list[Any] | None:
-    """The path of the first NaN or infinity in parsed YAML, or None."""
-    if isinstance(data, float) and not math.isfinite(data):
-        return at
-    items = data.items() if isinstance(data, dict) else enumerate(data) if isinstance(data, list) else ()
-    for key, value in items:
-        found = _non_finite(value, [*at, key])
-        if found is not None:
-            return found
+def _data_problem(data: Any) -> tuple[list[Any], str] | None:
+    """(path, problem) of the first value in parsed YAML that a KB file must not hold, or
+    None: a NaN or infinity, or a list or table reached twice (a YAML alias: an "alias bomb"
+    of nested aliases is small to parse and exponential to walk). Walks each value once."""
+    seen: set[int] = set()
+    stack: list[tuple[Any, list[Any]]] = [(data, [])]
+    while stack:
+        value, at = stack.pop()
+        if isinstance(value, float) and not math.isfinite(value):
+            return at, "not a finite number (.nan and .inf are not allowed)"
+        if isinstance(value, dict | list):
+            if id(value) in seen:
+                return at, "a YAML alias (*name) of a list or table: KB files may not use anchors and aliases"
+            seen.add(id(value))
+            items = list(value.items() if isinstance(value, dict) else enumerate(value))
+            stack += [(v, [*at, k]) for k, v in reversed(items)]
     return None
 
 
