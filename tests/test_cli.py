@@ -169,3 +169,10 @@ def test_cli_an_unexpected_error_in_any_command_is_one_line_and_exit_3(monkeypat
     monkeypatch.setenv("PRODX_DEBUG", "1")
     with pytest.raises(KeyError):
         prodx.cli.main()
+
+
+def test_cli_a_symptom_far_longer_than_a_sentence_is_refused_at_once():
+    # Reading is not linear in a symptom's length: 1 MB took 65 s (an argument is at most 128 KiB).
+    proc = _prodx("diagnose", "--no-probes", "--symptom", "ok", "--symptom", "disk full " * 10_000)
+    assert proc.returncode == 2
+    assert "symptom 2 has 100,000 characters" in proc.stderr

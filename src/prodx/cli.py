@@ -31,6 +31,18 @@ def _not_empty(_ctx: click.Context, _param: click.Parameter, path: str) -> str:
     return path
 
 
+#: A symptom is a sentence or a log line; reading costs grow with its length.
+MAX_SYMPTOM_CHARS = 4000
+
+
+def _short_symptoms(_ctx: click.Context, _param: click.Parameter, symptoms: tuple[str, ...]) -> tuple[str, ...]:
+    for i, text in enumerate(symptoms, 1):
+        if len(text) > MAX_SYMPTOM_CHARS:
+            raise click.BadParameter(f"symptom {i} has {len(text):,} characters; a symptom is a sentence or a log line "
+                                     f"(at most {MAX_SYMPTOM_CHARS:,}): put long text in a file and give it to `prodx logs`")
+    return symptoms
+
+
 class Seconds(click.FloatRange):
     """A number of seconds within bounds; NaN and infinity are refused (every comparison with
     NaN is false, so a plain range lets it through)."""
@@ -48,7 +60,7 @@ def diagnosing_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """The options every diagnosing command takes (SPEC §3), declared once."""
     options = [
         click.option("--profile", "profile_path", type=click.Path(dir_okay=False), default="", help="Site profile (TOML): app user, writable paths, logs, services, URLs, dependencies, certificates (see `prodx init`)."),
-        click.option("--symptom", "symptoms", multiple=True, metavar="TEXT", help='What people see, in plain words (repeatable): "login silently fails".'),
+        click.option("--symptom", "symptoms", multiple=True, metavar="TEXT", callback=_short_symptoms, help='What people see, in plain words (repeatable): "login silently fails".'),
         click.option("--no-probes", is_flag=True, help="Do not examine the host: reason from symptoms alone."),
         click.option("--as", "as_user", default="", metavar="USER", help="Whose write access to test (default: the profile's user, else www-data)."),
         click.option("--deadline", "deadline_s", type=Seconds(min=0.2, max=120), default=3.0, show_default=True, help="Seconds the probes may take in all; a hung probe is abandoned."),
