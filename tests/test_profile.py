@@ -125,3 +125,16 @@ def test_profile_that_is_a_fifo_or_a_device_is_refused_without_reading_it(tmp_pa
     big.write_text("# x\n" * 400_000)
     with pytest.raises(ProfileError, match="a profile is at most"):
         load_profile(str(big))
+
+
+def test_profile_a_valid_profile_is_checked_without_looking_up_lines(monkeypatch):
+    # Each line lookup reads the whole text: done for every key, 10,000 [[http]] tables took
+    # over 300 s. Lines are looked up only to name an error.
+    import prodx.profile as profile
+
+    calls = []
+    monkeypatch.setattr(profile, "_line_of", lambda *a: calls.append(a) or None)
+    text = "".join(f'[[http]]\nurl = "http://h{i}.example/"\nlogin = {{ form = {{ u = "x" }}, expect_text = "ok" }}\n'
+                   for i in range(10_000))
+    assert len(parse_profile(text, "site.toml").http) == 10_000
+    assert calls == []

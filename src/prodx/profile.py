@@ -224,26 +224,33 @@ def _line_of(text: str, table: str, index: int | None, key: str) -> int | None:
 
 
 def _check_table(
-    text: str, source: str, table: str, index: int | None, data: Any, parent_line: int | None = None, label: str = ""
+    text: str, source: str, table: str, index: int | None, data: Any,
+    parent_line: Callable[[], int | None] | None = None, label: str = "",
 ) -> None:
     label = label or (table if index is None else f"{table}[{index}]")
-    where = _line_of(text, table, index, "") or parent_line
+
+    # Lines are looked up only for an error: each lookup reads the whole text.
+    def where() -> int | None:
+        return _line_of(text, table, index, "") or (parent_line() if parent_line else None)
+
+    def line(key: str) -> int | None:
+        return _line_of(text, table, index, key) or where()
+
     if not isinstance(data, dict):
-        raise ProfileError(source, where, label, "must be a table")
+        raise ProfileError(source, where(), label, "must be a table")
     schema = _SCHEMA[table]
     for key, value in data.items():
-        line = _line_of(text, table, index, key) or where
         if key not in schema:
-            raise ProfileError(source, line, f"{label}.{key}", f"unknown key (known: {', '.join(schema)})")
+            raise ProfileError(source, line(key), f"{label}.{key}", f"unknown key (known: {', '.join(schema)})")
         kind, check = schema[key]
         if not check(value):
-            raise ProfileError(source, line, f"{label}.{key}", f"must be {kind}, got {value!r}")
+            raise ProfileError(source, line(key), f"{label}.{key}", f"must be {kind}, got {value!r}")
     for key in _REQUIRED.get(table, ()):
         if key not in data:
-            raise ProfileError(source, where, f"{label}.{key}", "is required")
+            raise ProfileError(source, where(), f"{label}.{key}", "is required")
     choices = _ONE_OF.get(table)
     if choices and sum(k in data for k in choices) != 1:
-        raise ProfileError(source, where, label, f"needs exactly one of {' or '.join(choices)}")
+        raise ProfileError(source, where(), label, f"needs exactly one of {' or '.join(choices)}")
 
 
 def parse_profile(text: str, source: str = "<profile>") -> Profile:
@@ -271,8 +278,10 @@ def parse_profile(text: str, source: str = "<profile>") -> Profile:
         for i, entry in enumerate(data.get(table, [])):
             _check_table(text, source, table, i, entry)
             if table == "http" and "login" in entry:
-                line = _line_of(text, "http", i, "login") or _line_of(text, "http.login", i, "")
-                _check_table(text, source, "http.login", i, entry["login"], line, f"http[{i}].login")
+                def login_line(i: int = i) -> int | None:
+                    return _line_of(text, "http", i, "login") or _line_of(text, "http.login", i, "")
+
+                _check_table(text, source, "http.login", i, entry["login"], login_line, f"http[{i}].login")
     return Profile(
         name=app.get("name", ""),
         user=str(app.get("user", "")),
