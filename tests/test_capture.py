@@ -342,3 +342,18 @@ def test_a_capture_records_the_hosts_zone():
     recorder = RecordingHost(LocalHost())
     zone = recorder.snapshot()["timezone"]
     assert zone["utc_offset_s"] == time.localtime().tm_gmtoff
+
+
+@pytest.mark.parametrize(("member", "data"), [("host.json", b"[]"), ("host.json", b'"x"'),
+                                              ("manifest.json", b"[1, 2]"), ("manifest.json", b'{"options": 3}')])
+def test_replay_of_a_capture_whose_json_has_the_wrong_shape_exits_2_naming_it(tmp_path: Path, member: str, data: bytes):
+    path = tmp_path / "odd.tar.gz"
+    with tarfile.open(path, "w:gz") as tar:
+        for name, body in (("host.json", b"{}"), ("manifest.json", b"{}")):
+            body = data if name == member else body
+            info = tarfile.TarInfo(name)
+            info.size = len(body)
+            tar.addfile(info, io.BytesIO(body))
+    run = _prodx("diagnose", "--from", str(path), cwd=tmp_path)
+    assert run.returncode == 2, run.stderr
+    assert str(path) in run.stderr.decode() and member in run.stderr.decode()

@@ -295,11 +295,15 @@ def open_archive(path: str) -> Iterator[Replay]:
             host_meta = json.loads((directory / "host.json").read_text())
         except (OSError, ValueError) as exc:
             raise CaptureError(f"{path}: host.json is unreadable: {exc}") from exc
-        zone = host_meta.get("timezone") if isinstance(host_meta, dict) else None
+        if not isinstance(host_meta, dict):
+            raise CaptureError(f"{path}: host.json holds a JSON {type(host_meta).__name__}, not the object a capture writes")
+        zone = host_meta.get("timezone")
         try:
             manifest = json.loads((directory / "manifest.json").read_text())
         except (OSError, ValueError):
             manifest = {}
+        if not isinstance(manifest, dict) or not isinstance(manifest.get("options", {}), dict):
+            raise CaptureError(f"{path}: manifest.json is not the object a capture writes")
         profile = directory / "profile.toml"
         yield Replay(FixtureHost(directory), str(profile) if profile.exists() else "", manifest,
                      zone if isinstance(zone, dict) else None)
