@@ -176,3 +176,26 @@ def test_cli_a_symptom_far_longer_than_a_sentence_is_refused_at_once():
     proc = _prodx("diagnose", "--no-probes", "--symptom", "ok", "--symptom", "disk full " * 10_000)
     assert proc.returncode == 2
     assert "symptom 2 has 100,000 characters" in proc.stderr
+
+
+def test_cli_space_on_a_symlink_loop_or_an_overlong_name_exits_2_naming_it(tmp_path):
+    (tmp_path / "a").symlink_to(tmp_path / "b")
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    for path in (tmp_path / "a", tmp_path / ("x" * 300)):
+        proc = _prodx("space", str(path))
+        assert proc.returncode in (2,), proc.stderr
+        assert str(path) in proc.stderr
+
+
+def test_cli_names_and_symptoms_that_are_not_utf8_print_under_a_strict_encoding(tmp_path):
+    # A file name or a symptom with a byte that is not UTF-8 raised UnicodeEncodeError.
+    import os
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / os.fsdecode(b"caf\xe9.log")).write_bytes(b"x" * 10)
+    env = dict(os.environ, LC_ALL="C.UTF-8", PYTHONIOENCODING="utf-8:strict")
+    for args in (("space", str(tmp_path / "data")),
+                 ("diagnose", "--no-probes", "--symptom", os.fsdecode(b"caf\xe9: no space left on device"))):
+        proc = subprocess.run([sys.executable, "-m", "prodx", *args], capture_output=True, timeout=60, env=env)
+        assert proc.returncode in (0, 1), proc.stderr
+        assert b"caf\\udce9" in proc.stdout

@@ -286,6 +286,12 @@ def lab_cleanup(paths: tuple[str, ...]) -> None:
 def main() -> None:
     """Run the command line; an unexpected error in any command is a one-line message and
     exit 3 (SPEC: prodx itself failed), never a traceback. PRODX_DEBUG=1 shows it."""
+    # A file name or log line with bytes that are not UTF-8 must print (as \\xNN) even where
+    # the output encoding is strict.
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(errors="backslashreplace")
     try:
         cli()
     except Exception as exc:  # noqa: BLE001 - the last line of defence for every command

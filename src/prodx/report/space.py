@@ -64,6 +64,9 @@ def space_command(
     except PermissionError:
         print(f"prodx space: permission denied: {path}", file=err)
         return int(ExitStatus.USAGE_ERROR)
+    except OSError as exc:  # a symlink loop, a name too long: the path cannot be opened
+        print(f"prodx space: cannot open {path}: {exc.strerror or exc}", file=err)
+        return int(ExitStatus.USAGE_ERROR)
     if as_json:
         out.write(render_json(report) + "\n")
     else:
