@@ -9,7 +9,7 @@ import pytest
 
 from prodx.host import LocalHost
 from prodx.host.base import HostAccessDenied
-from prodx.model import FindingState, ProbeStatus, absent, present
+from prodx.model import FindingState, ProbeStatus, absent, present, unknown
 from prodx.probes.base import REGISTRY, Probe, ProbeContext, Target
 from prodx.probes.runner import run_probes
 
@@ -54,6 +54,14 @@ class _Quiet(Probe):
 
     def run(self, ctx):
         yield absent("log.silent", "checked")
+
+
+class _PartlyBlind(Probe):
+    findings = ("storage.deleted_open_large", "storage.full")
+
+    def run(self, ctx):
+        yield unknown("storage.deleted_open_large", "needs root to read other users' /proc/PID/fd")
+        yield absent("storage.full", "checked")
 
 
 @pytest.fixture()
@@ -110,3 +118,16 @@ def test_runner_declared_but_unasserted_finding_is_unknown_not_absent(ctx):
 
 def test_probe_registry_ignores_unnamed_test_probes():
     assert not any(name.startswith("test.") for name in REGISTRY)
+
+
+@pytest.mark.parametrize("as_root", [False, True])
+def test_runner_a_probe_that_ran_without_root_and_missed_findings_for_it_is_unprivileged(kb, as_root):
+    # A non-root run said "34 ok" although probes had left findings unknown for want of root.
+    host = LocalHost()
+    host.is_root = as_root
+    findings, runs = run_probes([_named(_PartlyBlind, "test.partly_blind")], ProbeContext(host, Target(), kb), 5.0)
+    assert runs[0].status is (ProbeStatus.OK if as_root else ProbeStatus.UNPRIVILEGED)
+    if not as_root:
+        assert runs[0].detail.startswith("1 of 2 finding(s) unknown without root: needs root")
+    assert {f.id: f.state for f in findings} == {"storage.deleted_open_large": FindingState.UNKNOWN,
+                                                 "storage.full": FindingState.ABSENT}

@@ -13,6 +13,7 @@ same way; what it cannot decide adds nothing.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Iterable
@@ -22,6 +23,8 @@ from prodx.host.base import HostAccessDenied, NotCaptured
 from prodx.model import Finding, FindingState, ProbeRun, ProbeStatus, unknown
 from prodx.probes.base import Probe, ProbeContext
 
+#: How probes word an unknown that only root could have settled.
+_PRIVILEGE = re.compile(r"needs root|run as root|permission denied|not permitted|\bEACCES\b", re.IGNORECASE)
 _STATE_RANK = {FindingState.PRESENT: 2, FindingState.ABSENT: 1, FindingState.UNKNOWN: 0}
 #: A second pass with less time left than this is not started.
 _MIN_SECOND_PASS_S = 0.2
@@ -102,14 +105,19 @@ def _run_pass(
             slot.detail = f"abandoned after its {own_end - start:.1f} s deadline"
             slot.ended = time.monotonic()
     for slot in slots:
-        status = slot.status or ProbeStatus.TIMEOUT
+        status, detail = slot.status or ProbeStatus.TIMEOUT, slot.detail
         kept = list(slot.findings)  # a copy: an abandoned thread may still append
-        runs.append(ProbeRun(slot.probe.name, status, slot.ended - start, slot.detail, second))
         seen = {f.id for f in kept}
         if status is ProbeStatus.OK:
             reason = f"{slot.probe.name} did not assess it"
+            short = [f for f in kept if f.state is FindingState.UNKNOWN and _PRIVILEGE.search(f.reason)]
+            if short and not slot.ctx.host.is_root:
+                # It ran, but some of what it looks at needs root: its status says so.
+                status = ProbeStatus.UNPRIVILEGED
+                detail = f"{len(short)} of {len(slot.probe.findings)} finding(s) unknown without root: {short[0].reason}"
         else:
             reason = f"{slot.probe.name} ended {status.value}: {slot.detail}"
+        runs.append(ProbeRun(slot.probe.name, status, slot.ended - start, detail, second))
         kept += [unknown(f, reason) for f in slot.probe.findings if f not in seen]
         for f in kept:
             f.probe = f.probe or slot.probe.name
