@@ -30,10 +30,10 @@ NFS_MOUNTINFO = ("25 1 8:1 / / rw,relatime - ext4 /dev/sda1 rw\n"
                  "41 25 0:45 / /srv/shared rw,relatime - nfs4 files.lan:/export rw,vers=4.2,hard,proto=tcp\n")
 
 
-def _run(host) -> dict[str, object]:
+def _run(host, status: str = "ok") -> dict[str, object]:
     ctx = ProbeContext(host, Target(), load_kb())
     findings, runs = run_probes([NetworkFilesystemsProbe()], ctx, 3.0)
-    assert runs[0].status.value == "ok", runs[0].detail
+    assert runs[0].status.value == status, runs[0].detail
     return {f.id: f for f in findings}
 
 
@@ -133,5 +133,5 @@ def test_netfs_probe_as_root_takes_a_zero_wait_channel_for_a_task_that_woke(tmp_
 
 
 def test_netfs_probe_unprivileged_says_a_hidden_wait_channel_is_unknown(tmp_path) -> None:
-    f = _run(_woken_sleeper(tmp_path, is_root=False))["netfs.processes_stuck"]
+    f = _run(_woken_sleeper(tmp_path, is_root=False), status="unprivileged")["netfs.processes_stuck"]
     assert f.state is FindingState.UNKNOWN and "wait channel is unreadable" in f.reason
