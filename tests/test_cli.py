@@ -199,3 +199,27 @@ def test_cli_names_and_symptoms_that_are_not_utf8_print_under_a_strict_encoding(
         proc = subprocess.run([sys.executable, "-m", "prodx", *args], capture_output=True, timeout=60, env=env)
         assert proc.returncode in (0, 1), proc.stderr
         assert b"caf\\udce9" in proc.stdout
+
+
+def test_cli_version_and_logs_say_which_log_engine_runs(tmp_path):
+    from prodx.scanners.logscan import engine_name
+
+    proc = _prodx("--version")
+    assert proc.returncode == 0 and f"(log engine: {engine_name()})" in proc.stdout
+    log = tmp_path / "error.log"
+    log.write_text("2024/03/02 10:41:07 [crit] 1#0: pwrite() failed (28: No space left on device)\n")
+    proc = subprocess.run([sys.executable, "-m", "prodx", "logs", str(log)], capture_output=True, text=True, timeout=60)
+    assert f"log engine: {engine_name()}" in proc.stdout
+
+
+def test_the_default_install_brings_hyperscan_where_wheels_exist():
+    import platform
+    import tomllib
+    from pathlib import Path
+
+    project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]
+    assert any(d.startswith("hyperscan") and "x86_64" in d for d in project["dependencies"])
+    if platform.system() == "Linux" and platform.machine() == "x86_64":
+        from prodx.scanners.logscan import engine_name
+
+        assert engine_name().startswith("hyperscan")

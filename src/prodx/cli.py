@@ -31,6 +31,17 @@ def _not_empty(_ctx: click.Context, _param: click.Parameter, path: str) -> str:
     return path
 
 
+def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    from importlib.metadata import version
+
+    from prodx.scanners.logscan import engine_name
+
+    click.echo(f"prodx {version('prodx')} (log engine: {engine_name()})")
+    ctx.exit()
+
+
 #: A symptom is a sentence or a log line; reading costs grow with its length.
 MAX_SYMPTOM_CHARS = 4000
 
@@ -73,7 +84,8 @@ def diagnosing_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.version_option(package_name="prodx")
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_print_version,
+              help="Show the version and which log engine runs here, and exit.")
 def cli() -> None:
     """Differential diagnosis for sick production servers.
 

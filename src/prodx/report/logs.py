@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from typing import IO, Any
 
 from prodx.model import ExitStatus
-from prodx.scanners.logscan import FileScan, Matcher, load_signatures, scan_paths
+from prodx.scanners.logscan import FileScan, Matcher, engine_name, load_signatures, scan_paths
 
 SCHEMA = "prodx.logs/1"
 # Files smaller than this scan in well under a second: no progress bar.
@@ -57,6 +57,7 @@ def logs_command(paths: Sequence[str], *, as_json: bool, deadline_s: float | Non
         out.write(render_json(scans, matcher, started, duration_s) + "\n")
     else:
         render_text(scans, out)
+        print(f"{len(matcher.signatures)} signatures, log engine: {engine_name()}, {duration_s:.2f} s", file=out)
     return ExitStatus.NOTHING_LIKELY
 
 

@@ -319,6 +319,14 @@ def _hyperscan_module() -> Any:
     return hyperscan
 
 
+def engine_name() -> str:
+    """Which engine ``prodx logs`` and the log probes use here, for people to read."""
+    hs = _hyperscan_module()
+    if hs is None:
+        return "re (Python's own regex; install hyperscan for the fast path)"
+    return f"hyperscan {getattr(hs, '__version__', '')}".strip()
+
+
 class Matcher:
     """The compiled catalogue: proposes candidate lines, confirms them with ``re``.
 
