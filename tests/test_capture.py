@@ -357,3 +357,32 @@ def test_replay_of_a_capture_whose_json_has_the_wrong_shape_exits_2_naming_it(tm
     run = _prodx("diagnose", "--from", str(path), cwd=tmp_path)
     assert run.returncode == 2, run.stderr
     assert str(path) in run.stderr.decode() and member in run.stderr.decode()
+
+
+def test_diagnose_from_another_tools_tree_of_a_hosts_files(tmp_path: Path):
+    # A tree with proc/, etc/, var/log/ at the top (an extracted sosreport-like copy), dated by
+    # its newest file: a root remounted read-only after a journal abort.
+    tree = tmp_path / "web1"
+    for path, text in (
+        ("proc/self/mountinfo", "22 1 8:1 / / ro,relatime shared:1 - ext4 /dev/sda1 ro,errors=remount-ro\n"),
+        ("etc/fstab", "/dev/sda1 / ext4 errors=remount-ro 0 1\n"),
+        ("var/log/kern.log", "Dec  3 16:00:01 web1 kernel: [ 1234.5] EXT4-fs error (device sda1): "
+                             "ext4_journal_check_start:83: comm nginx: Detected aborted journal\n"
+                             "Dec  3 16:00:01 web1 kernel: [ 1234.6] EXT4-fs (sda1): Remounting filesystem read-only\n"),
+    ):
+        (tree / path).parent.mkdir(parents=True, exist_ok=True)
+        (tree / path).write_text(text)
+    run = _prodx("diagnose", "--from", str(tree), "--json", cwd=tmp_path)
+    assert run.returncode == 1, run.stderr
+    doc = json.loads(run.stdout)
+    assert doc["differential"][0]["condition"] == "filesystem-readonly"
+    states = {f["id"]: f["state"] for f in doc["findings"]}
+    assert states["storage.full"] == "unknown"  # no statvfs in such a tree: not checked, not absent
+    assert not (tree / "root").exists() and not (tree / "host.json").exists()  # read in place
+
+
+def test_diagnose_from_a_directory_that_is_no_capture_exits_2_naming_it(tmp_path: Path):
+    (tmp_path / "photos").mkdir()
+    run = _prodx("diagnose", "--from", str(tmp_path / "photos"), cwd=tmp_path)
+    assert run.returncode == 2
+    assert "neither a prodx capture" in run.stderr.decode()

@@ -276,6 +276,9 @@ def open_archive(path: str) -> Iterator[Replay]:
         mode = os.stat(path).st_mode
     except OSError as exc:
         raise CaptureError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    if stat.S_ISDIR(mode):
+        yield _open_tree(Path(path))
+        return
     if not stat.S_ISREG(mode):
         # A FIFO would block the open, a device would never end.
         raise CaptureError(f"{path} is not a regular file: a capture is a .tar.gz file")
@@ -341,6 +344,44 @@ def _extract(tar: tarfile.TarFile, members: list[tarfile.TarInfo], dest: Path, p
             continue
         with source, open(target, "wb") as out:
             shutil.copyfileobj(source, out)
+
+
+#: Files looked at to date a tree that records no capture time (another tool's).
+_DATING_FILES = 10_000
+
+
+def _open_tree(directory: Path) -> Replay:
+    """A capture as a directory: prodx's own, extracted (``host.json`` and ``root/``), or
+    another tool's tree of the host's files (``proc/``, ``etc/``, ``var/log/`` at the top), read
+    in place and never written. Such a tree records no capture time: it is taken as the newest
+    file's time, so "recent" means recent before the capture. Raises CaptureError."""
+    from prodx.host.fixture import FixtureHost
+
+    meta_path = directory / "host.json"
+    if meta_path.is_file():
+        try:
+            meta = json.loads(meta_path.read_text())
+        except (OSError, ValueError) as exc:
+            raise CaptureError(f"{meta_path}: unreadable: {exc}") from exc
+        if not isinstance(meta, dict):
+            raise CaptureError(f"{meta_path} holds a JSON {type(meta).__name__}, not the object a capture writes")
+        try:
+            manifest = json.loads((directory / "manifest.json").read_text())
+        except (OSError, ValueError):
+            manifest = {}
+        profile = directory / "profile.toml"
+        zone = meta.get("timezone")
+        return Replay(FixtureHost(directory), str(profile) if profile.is_file() else "",
+                      manifest if isinstance(manifest, dict) else {}, zone if isinstance(zone, dict) else None)
+    if not any((directory / top).is_dir() for top in ("proc", "etc", "var", "sys")):
+        raise CaptureError(f"{directory}: neither a prodx capture (host.json) nor a tree of a host's files "
+                           f"(proc/, etc/, var/ at the top)")
+    newest = 0.0
+    for i, file in enumerate(f for f in directory.rglob("*") if f.is_file() and not f.is_symlink()):
+        if i >= _DATING_FILES:
+            break
+        newest = max(newest, file.stat().st_mtime)
+    return Replay(FixtureHost(directory, root=directory, now=newest or time.time()), "", {})
 
 
 def capture_options(options: dict[str, Any]) -> dict[str, Any]:

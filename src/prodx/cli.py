@@ -127,8 +127,9 @@ def capture_cmd(output: str, **options: Any) -> None:
 
 @cli.command("diagnose", epilog=EPILOG_DIAGNOSE)
 @diagnosing_options
-@click.option("--from", "from_archive", type=click.Path(dir_okay=False), default=None, metavar="FILE.tar.gz",
-              help="Replay a `prodx capture` archive instead of examining this host.")
+@click.option("--from", "from_archive", type=click.Path(), default=None, metavar="FILE.tar.gz|DIR",
+              help="Diagnose a capture instead of this host: a `prodx capture` archive, the same extracted, "
+                   "or another tool's tree of a host's files (proc/, etc/, var/log/ at the top).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document (schema prodx.diagnosis/1).")
 @click.option("--markdown", "as_markdown", is_flag=True, help="Print the diagnosis as a Markdown incident note, for a ticket or a postmortem.")
 def diagnose_cmd(as_json: bool, as_markdown: bool, **options: Any) -> None:

@@ -50,12 +50,19 @@ from prodx.host.base import (
 
 
 class FixtureHost(Host):
-    """Serves a captured host from ``directory``."""
+    """Serves a captured host from ``directory``: its ``host.json`` (what prodx recorded) and
+    the files under ``root`` (``directory/root`` unless given: another tool's tree has its
+    ``proc/``, ``etc/``, ``var/`` at the top). ``now`` is the capture's time when host.json does
+    not record one."""
 
-    def __init__(self, directory: str | os.PathLike[str]) -> None:
+    def __init__(self, directory: str | os.PathLike[str], *, root: str | os.PathLike[str] | None = None,
+                 now: float | None = None) -> None:
         self.directory = Path(directory)
+        self.root = Path(root) if root is not None else self.directory / "root"
         meta_path = self.directory / "host.json"
         self._meta: dict[str, Any] = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+        if now is not None:
+            self._meta.setdefault("now", now)
         self.is_root = bool(self._meta.get("is_root", True))
         self.effective_uid = int(self._meta.get("effective_uid", 0 if self.is_root else 1000))
         self._read_index: dict[str, int] = {}
@@ -68,7 +75,7 @@ class FixtureHost(Host):
         return float(self._meta.get("now", 0.0))
 
     def real_path(self, path: str) -> str:
-        return str(self.directory / "root" / path.lstrip("/"))
+        return str(self.root / path.lstrip("/"))
 
     def _next_read(self, path: str, end: str, max_bytes: int) -> bytes | None:
         """The next recorded read of ``path`` made the same way (head or tail, same size);
