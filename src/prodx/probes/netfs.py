@@ -47,6 +47,8 @@ _REMOTE_SOURCE = re.compile(r"^(?:[\w.-]+@)?[\w.-]+:|^//[\w.-]+/")
 _NETFS_WCHAN = re.compile(r"^(?:__)?(?:rpc_|nfs|cifs|smb2?_|wait_for_response|fuse_|request_wait_answer|ceph_)")
 #: FUSE waits interruptibly (state S) for its daemon before it waits killably (state D).
 _FUSE_WAIT = re.compile(r"^(?:request_wait_answer|fuse_)")
+#: Where a FUSE daemon waits for the kernel's next request (/dev/fuse reads).
+_FUSE_SERVER = re.compile(r"^fuse_dev_")
 _NFS_LINE = re.compile(r"nfs: server (\S+?),? (not responding|OK)")
 _CIFS_LINE = re.compile(r"CIFS:? (?:VFS: )?\\\\+([\w.-]+)\S* has not responded")
 
@@ -117,8 +119,16 @@ def is_netfs_wait(state: str, wchan: str) -> bool:
     (True, False)
     >>> is_netfs_wait("D", "io_schedule"), is_netfs_wait("D", "0")
     (False, False)
+
+    The FUSE server itself waits for requests in ``fuse_dev_do_read``: it serves the mount,
+    it is not blocked on it.
+
+    >>> is_netfs_wait("S", "fuse_dev_do_read"), is_netfs_wait("D", "fuse_dev_do_read")
+    (False, False)
     """
     wchan = wchan.strip()
+    if _FUSE_SERVER.match(wchan):
+        return False
     if state == "D":
         return bool(_NETFS_WCHAN.match(wchan))
     return state == "S" and bool(_FUSE_WAIT.match(wchan))
