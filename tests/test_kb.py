@@ -122,6 +122,16 @@ def test_kb_a_signature_whose_pattern_does_not_compile_is_refused_at_load(tmp_pa
         load_kb((str(site),))
 
 
+def test_kb_a_signature_that_nests_unbounded_repeats_is_refused_at_load(tmp_path):
+    # On one long line "(\\w+\\s?)*$" never returns in re, which holds the GIL: no deadline fires.
+    site = tmp_path / "site"
+    (site / "signatures").mkdir(parents=True)
+    (site / "signatures" / "mine.yaml").write_text(
+        "- id: my_sig\n  finding: log.enospc\n  pattern: '^(\\w+\\s?)*$'\n  description: catastrophic backtracking\n")
+    with pytest.raises(KBError, match=r"mine.yaml:3: \[0\].pattern: nests an unbounded repetition"):
+        load_kb((str(site),))
+
+
 def test_kb_an_alias_bomb_is_refused_at_once(tmp_path):
     # "Billion laughs": nine levels of ten aliases parse small and walk to 10^9 values.
     lines = ['a0: &a0 ["lol"]'] + [f"a{i}: &a{i} [" + ", ".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, 10)]

@@ -314,14 +314,19 @@ def _check_references(kb: KnowledgeBase) -> None:
 
 
 def _check_signatures(path: Path, signatures: list[dict[str, Any]]) -> None:
-    """Every signature's pattern compiles (as the log scanner compiles it)."""
-    text = None
+    """Every signature's pattern compiles (as the log scanner compiles it) and nests no
+    unbounded repetition (exponential on one line, with no deadline able to stop it)."""
+    from prodx.scanners.logscan import nested_repeat
+
     for i, sig in enumerate(signatures):
         try:
             re.compile(sig["pattern"].encode())
+            problem = ("nests an unbounded repetition inside another ((a+)+): it can take exponential time on "
+                       "one line; write it without the nesting") if nested_repeat(sig["pattern"]) else ""
         except re.error as exc:
-            text = text if text is not None else path.read_text(encoding="utf-8")
-            raise KBError(path, _line_of(text, [i, "pattern"]), f"[{i}].pattern", f"not a valid regex: {exc}") from exc
+            problem = f"not a valid regex: {exc}"
+        if problem:
+            raise KBError(path, _line_of(path.read_text(encoding="utf-8"), [i, "pattern"]), f"[{i}].pattern", problem)
 
 
 def _finding_def(entry: dict[str, Any]) -> FindingDef:

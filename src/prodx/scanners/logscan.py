@@ -301,6 +301,33 @@ def _required_literals(items: Iterable[tuple[Any, Any]]) -> list[bytes] | None:
     return best
 
 
+def nested_repeat(pattern: str) -> bool:
+    """Whether ``pattern`` repeats, without bound, something that itself repeats without bound
+    (``(a+)+``, ``(\\w+\\s?)*``): Python's ``re`` can take exponential time on one line, and it
+    holds the GIL, so no deadline stops it.
+
+    >>> nested_repeat(r"(a+)+b"), nested_repeat(r"(?:\\w+\\s?)*$"), nested_repeat(r"foo.*bar(\\d+)")
+    (True, True, False)
+    """
+
+    def walk(items: Any, inside: bool) -> bool:
+        for op, av in items:
+            if op in (sre_constants.MAX_REPEAT, sre_constants.MIN_REPEAT, sre_constants.POSSESSIVE_REPEAT):
+                _lo, hi, sub = av
+                unbounded = hi == sre_constants.MAXREPEAT or hi > 100
+                if (inside and unbounded) or walk(sub, inside or unbounded):
+                    return True
+            elif op == sre_constants.SUBPATTERN and walk(av[-1], inside):
+                return True
+            elif op == sre_constants.BRANCH and any(walk(branch, inside) for branch in av[1]):
+                return True
+            elif op in (sre_constants.ASSERT, sre_constants.ASSERT_NOT) and walk(av[1], inside):
+                return True
+        return False
+
+    return walk(sre_parse.parse(pattern), False)
+
+
 def required_literals(sig: Signature) -> list[bytes]:
     """Literals one of which every line matching ``sig`` contains (lowercased when
     ``ignore_case``); empty when none can be derived (then every line is a candidate)."""
