@@ -24,6 +24,11 @@ Exit codes: 0 no condition is likely, 1 a condition is likely (P >= 0.5),
 """
 
 
+# Paths given on the command line are plain strings, never click.Path: click stats them while
+# parsing, and a stat on a dead network mount blocks in the kernel for good. The commands
+# check them themselves, after the mount they sit on has answered.
+
+
 def _not_empty(_ctx: click.Context, _param: click.Parameter, path: str) -> str:
     """An empty PATH would silently mean the current directory."""
     if not path:
@@ -70,7 +75,7 @@ class Seconds(click.FloatRange):
 def diagnosing_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """The options every diagnosing command takes (SPEC §3), declared once."""
     options = [
-        click.option("--profile", "profile_path", type=click.Path(dir_okay=False), default="", help="Site profile (TOML): app user, writable paths, logs, services, URLs, dependencies, certificates (see `prodx init`)."),
+        click.option("--profile", "profile_path", type=str, metavar="FILE", default="", help="Site profile (TOML): app user, writable paths, logs, services, URLs, dependencies, certificates (see `prodx init`)."),
         click.option("--symptom", "symptoms", multiple=True, metavar="TEXT", callback=_short_symptoms, help='What people see, in plain words (repeatable): "login silently fails".'),
         click.option("--no-probes", is_flag=True, help="Do not examine the host: reason from symptoms alone."),
         click.option("--as", "as_user", default="", metavar="USER", help="Whose write access to test (default: the profile's user, else www-data)."),
@@ -95,7 +100,7 @@ def cli() -> None:
 
 
 @cli.command("space")
-@click.argument("path", type=click.Path(path_type=str), callback=_not_empty)
+@click.argument("path", type=str, callback=_not_empty)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document (schema prodx.space/1).")
 @click.option("--top", "top_n", type=click.IntRange(1, 1000), default=20, show_default=True, help="Rows per list.")
 @click.option(
@@ -127,7 +132,7 @@ def capture_cmd(output: str, **options: Any) -> None:
 
 @cli.command("diagnose", epilog=EPILOG_DIAGNOSE)
 @diagnosing_options
-@click.option("--from", "from_archive", type=click.Path(), default=None, metavar="FILE.tar.gz|DIR",
+@click.option("--from", "from_archive", type=str, default=None, metavar="FILE.tar.gz|DIR",
               help="Diagnose a capture instead of this host: a `prodx capture` archive, the same extracted, "
                    "or another tool's tree of a host's files (proc/, etc/, var/log/ at the top).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document (schema prodx.diagnosis/1).")
@@ -248,7 +253,7 @@ def kb_docs(output: str, check: bool, kb_dirs: tuple[str, ...]) -> None:
 
 
 @cli.command("logs")
-@click.argument("files", nargs=-1, type=click.Path(path_type=str))
+@click.argument("files", nargs=-1, type=str)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON document (schema prodx.logs/1).")
 @click.option(
     "--deadline", "deadline_s", type=Seconds(min=0.1), default=None,

@@ -19,7 +19,8 @@ from prodx.host.base import Host
 from prodx.kb.loader import KnowledgeBase, load_kb
 from prodx.model import Finding, FindingState, ProbeRun
 from prodx.probes.base import ProbeContext, Target
-from prodx.profile import Profile, load_profile
+from prodx.probes.mounts import Mount
+from prodx.profile import Profile, ProfileError, load_profile
 
 #: World-writable folders every web host uses; the write test's default when no profile.
 DEFAULT_WRITABLE = ("/tmp", "/var/tmp", "/var/lib/php/sessions")
@@ -162,24 +163,44 @@ def _discover(host: Host) -> Discovery:
         return Discovery(notes=[f"discovery failed: {type(exc).__name__}: {exc}"])
 
 
+def _measure_mounts(host: Host) -> list[Mount] | None:
+    """The relevant mounts with their statvfs; the hung ones are avoided from now on. None when
+    the mount table cannot be read (the storage probe then says why)."""
+    from prodx.host.base import CallOutcome
+    from prodx.probes.mounts import measure_mounts
+
+    try:
+        mounts = measure_mounts(host)
+    except OSError:
+        return None
+    host.avoid_mounts([m.mount_point for m in mounts if m.stats and m.stats.outcome is CallOutcome.HUNG])
+    return mounts
+
+
 def _probe_candidates(kb: KnowledgeBase, states: dict[str, FindingState]) -> list[str]:
     return [fid for fid in kb.findings if states.get(fid, FindingState.UNKNOWN) is FindingState.UNKNOWN]
 
 
 def diagnose(options: DiagnoseOptions, host: Host | None = None, kb: KnowledgeBase | None = None) -> Diagnosis:
     """Run a whole diagnosis. Raises KBError or ProfileError on bad configuration."""
-    from prodx.host.local import LocalHost
+    from prodx.host.local import LocalHost, hung_paths
     from prodx.probes import all_probes
     from prodx.probes.runner import run_probes
 
     start = time.monotonic()
     started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     kb = kb or load_kb(options.kb_dirs)
+    if options.profile_path and host is None and hung_paths([options.profile_path]):
+        raise ProfileError(options.profile_path, None, "", "on a mount that does not answer (statvfs hung): "
+                                                        "copy the profile to a local disk")
     profile = load_profile(options.profile_path) if options.profile_path else Profile()
     host = host or LocalHost()
     symptom_findings, unmatched = match_symptoms(options.symptoms, kb)
     said = {f.id: f.state for f in symptom_findings}
     alike = resemblance(kb.alike, options.symptoms, kb.lexicon)
+    # Mounts first: one that does not answer statvfs is never touched again (discovery and
+    # every probe get MountHung for its paths), so no thread of ours can block on it.
+    mounts = None if options.no_probes else _measure_mounts(host)
     found = None if options.no_probes else _discover(host)
     target, sources = build_target_with_sources(host, profile, options.as_user, found)
     probe_findings: list[Finding] = []
@@ -187,6 +208,8 @@ def diagnose(options: DiagnoseOptions, host: Host | None = None, kb: KnowledgeBa
     if not options.no_probes:
         ctx = ProbeContext(host, target, kb, write_test=options.write_test)
         ctx.seed("discovery", found)
+        if mounts is not None:
+            ctx.seed("mounts", mounts)
         probe_findings, runs = run_probes(all_probes(), ctx, options.deadline_s)
     findings = merge_reported(probe_findings, symptom_findings)
     states = {f.id: f.state for f in findings}

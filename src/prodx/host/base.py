@@ -195,6 +195,11 @@ class NotCaptured(LookupError):
     """A replayed host was asked something its capture does not hold."""
 
 
+class MountHung(OSError):
+    """A path on a mount whose statvfs did not answer: prodx does not touch it (a thread
+    blocked there in the kernel would keep prodx from ever exiting)."""
+
+
 class HostAccessDenied(PermissionError):
     """The host refused a read for lack of privilege; probes turn it into ``unknown``."""
 
@@ -216,7 +221,12 @@ class Host(abc.ABC):
 
     @abc.abstractmethod
     def real_path(self, path: str) -> str:
-        """Where ``path`` of this host can be read on the machine running prodx."""
+        """Where ``path`` of this host can be read on the machine running prodx; raises
+        MountHung for a path on a mount given to ``avoid_mounts``."""
+
+    def avoid_mounts(self, mount_points: list[str]) -> None:
+        """Mounts that did not answer statvfs: every later access to a path on them raises
+        MountHung instead of blocking (a replayed host touches nothing live: no-op)."""
 
     def read_bytes(self, path: str, max_bytes: int = 1 << 20) -> bytes:
         """At most ``max_bytes`` from the start of a file."""

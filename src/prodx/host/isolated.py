@@ -26,16 +26,30 @@ from collections.abc import Callable
 _MAX_FD = os.sysconf("SC_OPEN_MAX") if hasattr(os, "sysconf") else 65536
 
 
+#: How long killed children get to leave before they are abandoned: a wait on FUSE or NFS is
+#: killable and ends at once; a truly uninterruptible one does not.
+_REAP_GRACE_S = 0.2
+
+
 def _reap_abandoned(pids: list[int]) -> None:
     for pid in pids:
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-        try:
-            os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            pass
+    left = set(pids)
+    end = time.monotonic() + _REAP_GRACE_S
+    while left:
+        for pid in list(left):
+            try:
+                done, _status = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                done = pid
+            if done:
+                left.discard(pid)
+        if not left or time.monotonic() > end:
+            break
+        time.sleep(0.01)
 
 
 def run_isolated(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import subprocess
@@ -15,6 +16,7 @@ from prodx.host.base import (
     FsStats,
     Host,
     HostAccessDenied,
+    MountHung,
     OpenFile,
     ProcessInfo,
     UserInfo,
@@ -87,12 +89,25 @@ def _write_test_line(directory: str, user: UserInfo) -> str:
     return failure or "ok"
 
 
+#: How long a path's filesystem may take to answer statvfs before it counts as hung.
+HUNG_BOUND_S = 1.0
+
+
+def hung_paths(paths: list[str]) -> set[str]:
+    """Those of ``paths`` (files or folders named by a person) whose filesystem does not answer
+    statvfs within HUNG_BOUND_S, each asked in a child: a lookup of ours blocked on a dead
+    mount would keep prodx from ever exiting. Ask before touching them."""
+    stats = LocalHost().statvfs_many(list(paths), HUNG_BOUND_S) if paths else []
+    return {p for p, st in zip(paths, stats) if st.outcome is CallOutcome.HUNG}
+
+
 class LocalHost(Host):
     """The machine prodx runs on."""
 
     def __init__(self) -> None:
         self.effective_uid = os.geteuid()
         self.is_root = self.effective_uid == 0
+        self._avoid: tuple[str, ...] = ()
 
     def hostname(self) -> str:
         return socket.gethostname()
@@ -101,7 +116,23 @@ class LocalHost(Host):
         return time.time()
 
     def real_path(self, path: str) -> str:
+        mount_point = self._avoided(path)
+        if mount_point:
+            raise MountHung(errno.ETIMEDOUT, f"on {mount_point}, a mount that does not answer statvfs", path)
         return path
+
+    def _avoided(self, path: str) -> str:
+        """The avoided mount holding ``path``, or ""."""
+        if self._avoid:
+            normal = os.path.normpath(path)
+            for mount_point in self._avoid:
+                if normal == mount_point or normal.startswith(mount_point + "/"):
+                    return mount_point
+        return ""
+
+    def avoid_mounts(self, mount_points: list[str]) -> None:
+        # "/" is never avoided: with the root hung, nothing could be read at all.
+        self._avoid = tuple(sorted({os.path.normpath(m) for m in mount_points} - {"/"}))
 
     def statvfs_many(self, paths: list[str], deadline_s: float) -> list[FsStats]:
         lines = run_isolated([lambda p=p: _statvfs_line(p) for p in paths], deadline_s)
@@ -164,6 +195,7 @@ class LocalHost(Host):
             size = allocated = dev = 0
             if deleted:
                 target = target[: -len(_DELETED_SUFFIX)]
+            if deleted and not self._avoided(target):
                 try:
                     st = os.stat(link)  # follows the magic link to the unlinked inode
                     size, allocated, dev = st.st_size, st.st_blocks * 512, st.st_dev

@@ -91,6 +91,9 @@ class RecordingHost(Host):
         self._meta["now"] = self.inner.now()
         return self._meta["now"]
 
+    def avoid_mounts(self, mount_points: list[str]) -> None:
+        self.inner.avoid_mounts(mount_points)
+
     def real_path(self, path: str) -> str:
         real = self.inner.real_path(path)
         # Keep the file as the probe sees it now: a log still growing would have another

@@ -14,7 +14,7 @@ import os
 import re
 from dataclasses import dataclass, replace
 
-from prodx.host.base import FsStats
+from prodx.host.base import FsStats, Host
 from prodx.probes.base import ProbeContext
 
 #: Filesystems that hold no user data or are full by construction.
@@ -139,16 +139,21 @@ def mount_of(path: str, mounts: list[Mount]) -> Mount | None:
     return best
 
 
+def measure_mounts(host: Host) -> list[Mount]:
+    """Relevant mounts of ``host`` with their statvfs, each made in a child bounded together
+    by STATVFS_BOUND_S (a mount still silent then is HUNG). Raises OSError when the mount
+    table cannot be read."""
+    wanted = relevant(parse_mountinfo(host.read_text("/proc/self/mountinfo")), [])
+    stats = host.statvfs_many([m.mount_point for m in wanted], STATVFS_BOUND_S)
+    return [replace(m, stats=s) for m, s in zip(wanted, stats)]
+
+
 def measured_mounts(ctx: ProbeContext) -> list[Mount]:
-    """Relevant mounts with their statvfs, computed once per run and shared."""
-
-    def compute() -> list[Mount]:
-        table = parse_mountinfo(ctx.host.read_text("/proc/self/mountinfo"))
-        wanted = relevant(table, ctx.target.writable + ctx.target.logs)
-        stats = ctx.host.statvfs_many([m.mount_point for m in wanted], STATVFS_BOUND_S)
-        return [replace(m, stats=s) for m, s in zip(wanted, stats)]
-
-    return ctx.fact("mounts", compute)
+    """Relevant mounts with their statvfs, measured once per run (before the probes, by the
+    diagnosis, so that no probe touches a hung mount) and shared; the mounts holding the
+    target's paths first."""
+    measured = ctx.fact("mounts", lambda: measure_mounts(ctx.host))
+    return relevant(measured, ctx.target.writable + ctx.target.logs)
 
 
 def fstab_options(ctx: ProbeContext) -> dict[str, set[str]]:

@@ -45,8 +45,16 @@ def logs_command(paths: Sequence[str], *, as_json: bool, deadline_s: float | Non
     if not paths:
         print("prodx logs: give at least one log FILE", file=err)
         return ExitStatus.USAGE_ERROR
+    from prodx.host.local import hung_paths
+
+    # Before anything touches them: a lookup on a dead mount blocks in the kernel for good.
+    hung = hung_paths(list(paths))
+    for path in sorted(hung):
+        print(f"prodx logs: {path} is on a mount that does not answer (statvfs hung): not read", file=err)
+    paths = [p for p in paths if p not in hung]
     if not any(os.path.lexists(p) for p in paths):
-        print(f"prodx logs: none of the files exist: {', '.join(paths)}", file=err)
+        if paths:
+            print(f"prodx logs: none of the files exist: {', '.join(paths)}", file=err)
         return ExitStatus.USAGE_ERROR
     started = datetime.now(timezone.utc)
     t0 = time.monotonic()

@@ -53,6 +53,12 @@ def space_command(
     """
     out = out or sys.stdout
     err = err or sys.stderr
+    from prodx.host.local import hung_paths
+
+    if hung_paths([path]):
+        print(f"prodx space: {path} is on a mount that does not answer (statvfs hung): a dead NFS server or "
+              "FUSE daemon; find it with `grep -E ' (nfs|fuse)' /proc/mounts`", file=err)
+        return int(ExitStatus.USAGE_ERROR)
     try:
         report = scan_with_progress(path, deadline_s=deadline_s, mode=mode, top_n=top_n, err=err)
     except FileNotFoundError:
