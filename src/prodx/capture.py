@@ -265,13 +265,12 @@ class Replay:
 
 @contextmanager
 def open_archive(path: str) -> Iterator[Replay]:
-    """Extract ``path`` into a temporary directory (removed on exit) and serve it.
+    """Serve the capture at ``path``: an archive extracted into a temporary directory
+    (removed on exit), or a directory read in place (``_open_tree``).
 
     Raises CaptureError (naming ``path``) for a file that is not a gzip tar or holds no
     ``host.json``.
     """
-    from prodx.host.fixture import FixtureHost
-
     try:
         mode = os.stat(path).st_mode
     except OSError as exc:
@@ -293,23 +292,7 @@ def open_archive(path: str) -> Iterator[Replay]:
             raise CaptureError(f"cannot read {path}: {exc.strerror or exc}") from exc
         except (tarfile.TarError, EOFError, UnicodeError) as exc:
             raise CaptureError(f"{path} is not a prodx capture: not a readable gzip tar archive") from exc
-        directory = Path(tmp)
-        try:
-            host_meta = json.loads((directory / "host.json").read_text())
-        except (OSError, ValueError) as exc:
-            raise CaptureError(f"{path}: host.json is unreadable: {exc}") from exc
-        if not isinstance(host_meta, dict):
-            raise CaptureError(f"{path}: host.json holds a JSON {type(host_meta).__name__}, not the object a capture writes")
-        zone = host_meta.get("timezone")
-        try:
-            manifest = json.loads((directory / "manifest.json").read_text())
-        except (OSError, ValueError):
-            manifest = {}
-        if not isinstance(manifest, dict) or not isinstance(manifest.get("options", {}), dict):
-            raise CaptureError(f"{path}: manifest.json is not the object a capture writes")
-        profile = directory / "profile.toml"
-        yield Replay(FixtureHost(directory), str(profile) if profile.exists() else "", manifest,
-                     zone if isinstance(zone, dict) else None)
+        yield _replay_of(Path(tmp), path)
 
 
 #: A capture's members are files and folders of at most this size, this much in all: checked
@@ -346,6 +329,29 @@ def _extract(tar: tarfile.TarFile, members: list[tarfile.TarInfo], dest: Path, p
             shutil.copyfileobj(source, out)
 
 
+def _replay_of(directory: Path, name: str) -> Replay:
+    """A prodx capture laid out in ``directory`` (``host.json``, ``manifest.json``, ``root/``,
+    maybe ``profile.toml``); errors name the capture as ``name``. Raises CaptureError."""
+    from prodx.host.fixture import FixtureHost
+
+    try:
+        meta = json.loads((directory / "host.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise CaptureError(f"{name}: host.json is unreadable: {exc}") from exc
+    if not isinstance(meta, dict):
+        raise CaptureError(f"{name}: host.json holds a JSON {type(meta).__name__}, not the object a capture writes")
+    try:
+        manifest = json.loads((directory / "manifest.json").read_text())
+    except (OSError, ValueError):
+        manifest = {}
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("options", {}), dict):
+        raise CaptureError(f"{name}: manifest.json is not the object a capture writes")
+    zone = meta.get("timezone")
+    profile = directory / "profile.toml"
+    return Replay(FixtureHost(directory), str(profile) if profile.is_file() else "", manifest,
+                  zone if isinstance(zone, dict) else None)
+
+
 #: Files looked at to date a tree that records no capture time (another tool's).
 _DATING_FILES = 10_000
 
@@ -357,22 +363,8 @@ def _open_tree(directory: Path) -> Replay:
     file's time, so "recent" means recent before the capture. Raises CaptureError."""
     from prodx.host.fixture import FixtureHost
 
-    meta_path = directory / "host.json"
-    if meta_path.is_file():
-        try:
-            meta = json.loads(meta_path.read_text())
-        except (OSError, ValueError) as exc:
-            raise CaptureError(f"{meta_path}: unreadable: {exc}") from exc
-        if not isinstance(meta, dict):
-            raise CaptureError(f"{meta_path} holds a JSON {type(meta).__name__}, not the object a capture writes")
-        try:
-            manifest = json.loads((directory / "manifest.json").read_text())
-        except (OSError, ValueError):
-            manifest = {}
-        profile = directory / "profile.toml"
-        zone = meta.get("timezone")
-        return Replay(FixtureHost(directory), str(profile) if profile.is_file() else "",
-                      manifest if isinstance(manifest, dict) else {}, zone if isinstance(zone, dict) else None)
+    if (directory / "host.json").is_file():
+        return _replay_of(directory, str(directory))
     if not any((directory / top).is_dir() for top in ("proc", "etc", "var", "sys")):
         raise CaptureError(f"{directory}: neither a prodx capture (host.json) nor a tree of a host's files "
                            f"(proc/, etc/, var/ at the top)")

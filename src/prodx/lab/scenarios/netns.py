@@ -75,6 +75,14 @@ while True:
 """
 
 
+def _listens(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
 def _get(port: int, path: str) -> tuple[int, str]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     try:
@@ -151,10 +159,18 @@ class DnsFailure(_NamespacedApp):
                    f"dnsmasq does not answer on {netns.host_ip}; see {sb.path('dnsmasq.log')}")
         if self.dnsmasq.poll() is not None:
             raise LabError(f"dnsmasq exited: {sb.path('dnsmasq.log').read_text()[-300:]}")
+        wait_until(lambda: _listens(netns.host_ip, self.api_port) or self.api.poll() is not None, 15,
+                   f"the payments API does not listen on {netns.host_ip}:{self.api_port}")
         self.start_app(sb, netns, "checkout.php", _CHECKOUT_PHP % {"api": API, "port": self.api_port})
-        status, body = _get(self.web.port, self.page)
-        if status != 200 or "checkout ready: ok" not in body:
-            raise LabError(f"the healthy checkout answers {status}: {body[:200]!r}; see {self.web.logs}")
+        # The first lookups and connects of a fresh PHP-FPM may lose a race with the namespace's
+        # routes; a healthy checkout is one that answers 200 within a few seconds.
+        seen: list[tuple[int, str]] = []
+        try:
+            wait_until(lambda: seen.append(_get(self.web.port, self.page)) or
+                       (seen[-1][0] == 200 and "checkout ready: ok" in seen[-1][1]), 10, "")
+        except LabError:
+            status, body = seen[-1]
+            raise LabError(f"the healthy checkout answers {status}: {body[:200]!r}; see {self.web.logs}") from None
         self.injected.append(f"PHP-FPM in network namespace {netns.name} resolves {API} through dnsmasq on "
                              f"{netns.host_ip}; checkout on http://127.0.0.1:{self.web.port}{self.page} answered 200")
 
