@@ -113,22 +113,17 @@ def test_kb_explains_and_tests_must_name_findings_of_the_kb(tmp_path):
         load_kb((str(_site_kb(tmp_path, text)),))
 
 
-def test_kb_a_signature_whose_pattern_does_not_compile_is_refused_at_load(tmp_path):
+@pytest.mark.parametrize(("pattern", "problem"), [
+    ("No space (left", "not a valid regex"),
+    # On one long line this never returns in re, which holds the GIL: no deadline fires.
+    ("^(\\w+\\s?)*$", "nests an unbounded repetition"),
+])
+def test_kb_a_signature_that_does_not_compile_or_backtracks_without_bound_is_refused_at_load(tmp_path, pattern, problem):
     site = tmp_path / "site"
     (site / "signatures").mkdir(parents=True)
     (site / "signatures" / "mine.yaml").write_text(
-        "- id: my_sig\n  finding: log.enospc\n  pattern: 'No space (left'\n  description: a broken pattern\n")
-    with pytest.raises(KBError, match=r"mine.yaml:3: \[0\].pattern: not a valid regex"):
-        load_kb((str(site),))
-
-
-def test_kb_a_signature_that_nests_unbounded_repeats_is_refused_at_load(tmp_path):
-    # On one long line "(\\w+\\s?)*$" never returns in re, which holds the GIL: no deadline fires.
-    site = tmp_path / "site"
-    (site / "signatures").mkdir(parents=True)
-    (site / "signatures" / "mine.yaml").write_text(
-        "- id: my_sig\n  finding: log.enospc\n  pattern: '^(\\w+\\s?)*$'\n  description: catastrophic backtracking\n")
-    with pytest.raises(KBError, match=r"mine.yaml:3: \[0\].pattern: nests an unbounded repetition"):
+        f"- id: my_sig\n  finding: log.enospc\n  pattern: '{pattern}'\n  description: a bad pattern\n")
+    with pytest.raises(KBError, match=rf"mine.yaml:3: \[0\].pattern: {problem}"):
         load_kb((str(site),))
 
 
