@@ -345,6 +345,8 @@ def test_a_capture_records_the_hosts_zone():
 
 
 @pytest.mark.parametrize(("member", "data"), [("host.json", b"[]"), ("host.json", b'"x"'),
+                                              ("host.json", b'{"statvfs": "x"}'), ("host.json", b'{"now": "soon"}'),
+                                              ("host.json", b'{"effective_uid": true}'),
                                               ("manifest.json", b"[1, 2]"), ("manifest.json", b'{"options": 3}')])
 def test_replay_of_a_capture_whose_json_has_the_wrong_shape_exits_2_naming_it(tmp_path: Path, member: str, data: bytes):
     path = tmp_path / "odd.tar.gz"

@@ -329,6 +329,16 @@ def _extract(tar: tarfile.TarFile, members: list[tarfile.TarInfo], dest: Path, p
             shutil.copyfileobj(source, out)
 
 
+#: What each key of a capture's host.json holds (prodx.host.recording): a replay of a wrong
+#: type would end in probe errors and still give a verdict.
+_HOST_JSON_TYPES: dict[str, tuple[type, ...]] = {
+    "hostname": (str,), "now": (int, float), "is_root": (bool,), "effective_uid": (int,), "timezone": (dict,),
+    **{k: (dict,) for k in ("stats", "lstats", "listdirs", "globs", "open_files", "space", "observations", "reads",
+                            "readlinks")},
+    **{k: (list,) for k in ("statvfs", "write_tests", "processes", "commands", "missing")},
+}
+
+
 def _replay_of(directory: Path, name: str) -> Replay:
     """A prodx capture laid out in ``directory`` (``host.json``, ``manifest.json``, ``root/``,
     maybe ``profile.toml``); errors name the capture as ``name``. Raises CaptureError."""
@@ -340,6 +350,10 @@ def _replay_of(directory: Path, name: str) -> Replay:
         raise CaptureError(f"{name}: host.json is unreadable: {exc}") from exc
     if not isinstance(meta, dict):
         raise CaptureError(f"{name}: host.json holds a JSON {type(meta).__name__}, not the object a capture writes")
+    for key, kinds in _HOST_JSON_TYPES.items():
+        if key in meta and not isinstance(meta[key], kinds) or isinstance(meta.get(key), bool) and bool not in kinds:
+            raise CaptureError(f"{name}: host.json: {key} is a JSON {type(meta[key]).__name__}, not what a capture "
+                               f"writes ({' or '.join(k.__name__ for k in kinds)})")
     try:
         manifest = json.loads((directory / "manifest.json").read_text())
     except (OSError, ValueError):
