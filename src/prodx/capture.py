@@ -351,7 +351,8 @@ def _replay_of(directory: Path, name: str) -> Replay:
     if not isinstance(meta, dict):
         raise CaptureError(f"{name}: host.json holds a JSON {type(meta).__name__}, not the object a capture writes")
     for key, kinds in _HOST_JSON_TYPES.items():
-        if key in meta and not isinstance(meta[key], kinds) or isinstance(meta.get(key), bool) and bool not in kinds:
+        # JSON's true is a Python int too: a uid or a time must not be one.
+        if key in meta and (not isinstance(meta[key], kinds) or isinstance(meta[key], bool) and bool not in kinds):
             raise CaptureError(f"{name}: host.json: {key} is a JSON {type(meta[key]).__name__}, not what a capture "
                                f"writes ({' or '.join(k.__name__ for k in kinds)})")
     try:

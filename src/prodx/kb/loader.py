@@ -294,21 +294,22 @@ def _check_references(kb: KnowledgeBase) -> None:
     Checked once every directory is loaded (a site's condition may use a site's finding)."""
     for cond in kb.conditions.values():
         path = Path(cond.source)
+
+        def error(key: str, message: str, path: Path = path) -> KBError:
+            return KBError(path, _line_of(path.read_text(encoding="utf-8"), [key]), key, message)
+
         named = [("explains", fid) for fid in cond.explains]
         named += [(kind, t.finding) for kind in ("confirm", "rule_out") for t in getattr(cond, kind)]
         for kind, fid in named:
             if fid not in kb.findings:
-                raise KBError(path, _line_of(path.read_text(encoding="utf-8"), [kind]), kind,
-                              f"names no finding of the KB: {fid!r}")
+                raise error(kind, f"names no finding of the KB: {fid!r}")
         seen = [cond.id]
         parent = cond.refines
         while parent:
             if parent not in kb.conditions:
-                raise KBError(path, _line_of(path.read_text(encoding="utf-8"), ["refines"]), "refines",
-                              f"names no condition of the KB: {parent!r}")
+                raise error("refines", f"names no condition of the KB: {parent!r}")
             if parent in seen:
-                raise KBError(path, _line_of(path.read_text(encoding="utf-8"), ["refines"]), "refines",
-                              f"refinement cycle: {' -> '.join([*seen, parent])}")
+                raise error("refines", f"refinement cycle: {' -> '.join([*seen, parent])}")
             seen.append(parent)
             parent = kb.conditions[parent].refines
 
@@ -316,15 +317,10 @@ def _check_references(kb: KnowledgeBase) -> None:
 def _check_signatures(path: Path, signatures: list[dict[str, Any]]) -> None:
     """Every signature's pattern compiles (as the log scanner compiles it) and nests no
     unbounded repetition (exponential on one line, with no deadline able to stop it)."""
-    from prodx.scanners.logscan import nested_repeat
+    from prodx.scanners.logscan import pattern_problem
 
     for i, sig in enumerate(signatures):
-        try:
-            re.compile(sig["pattern"].encode())
-            problem = ("nests an unbounded repetition inside another ((a+)+): it can take exponential time on "
-                       "one line; write it without the nesting") if nested_repeat(sig["pattern"]) else ""
-        except re.error as exc:
-            problem = f"not a valid regex: {exc}"
+        problem = pattern_problem(sig["pattern"])
         if problem:
             raise KBError(path, _line_of(path.read_text(encoding="utf-8"), [i, "pattern"]), f"[{i}].pattern", problem)
 

@@ -98,8 +98,8 @@ def wait_until(ready: Callable[[], bool], timeout_s: float, message: str) -> Non
         time.sleep(0.05)
 
 
-def port_answers(port: int | Path) -> bool:
-    """Whether something accepts connections right now on 127.0.0.1:``port``, or on the unix
+def port_answers(port: int | Path, host: str = "127.0.0.1") -> bool:
+    """Whether something accepts connections right now on ``host``:``port``, or on the unix
     socket at ``port`` when it is a path."""
     try:
         if isinstance(port, Path):
@@ -107,7 +107,7 @@ def port_answers(port: int | Path) -> bool:
                 s.settimeout(0.5)
                 s.connect(str(port))
             return True
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+        with socket.create_connection((host, port), timeout=0.5):
             return True
     except OSError:
         return False

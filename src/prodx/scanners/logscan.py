@@ -254,10 +254,9 @@ def load_signatures(path: str | os.PathLike[str] | None = None) -> list[Signatur
         examples = entry.get("examples", [])
         if not all(isinstance(e, str) for e in examples):
             raise fail("examples", "must be a list of strings")
-        try:
-            re.compile(entry["pattern"].encode())
-        except re.error as exc:
-            raise fail("pattern", f"does not compile: {exc}") from exc
+        problem = pattern_problem(entry["pattern"])
+        if problem:
+            raise fail("pattern", problem)
         sigs.append(Signature(entry["id"], entry["finding"], entry["pattern"],
                               entry["description"], bool(entry.get("ignore_case", False)),
                               tuple(examples), line))
@@ -299,6 +298,23 @@ def _required_literals(items: Iterable[tuple[Any, Any]]) -> list[bytes] | None:
     if run:
         consider(["".join(run).encode()])
     return best
+
+
+def pattern_problem(pattern: str) -> str:
+    """What makes ``pattern`` unfit as a signature ("" when nothing): it does not compile as
+    the scanner compiles it, or it nests unbounded repeats (``nested_repeat``).
+
+    >>> pattern_problem("No space left"), pattern_problem("(a+)+b")[:34], pattern_problem("(x")[:17]
+    ('', 'nests an unbounded repetition insi', 'not a valid regex')
+    """
+    try:
+        re.compile(pattern.encode())
+    except re.error as exc:
+        return f"not a valid regex: {exc}"
+    if nested_repeat(pattern):
+        return ("nests an unbounded repetition inside another ((a+)+): it can take exponential time on one line; "
+                "write it without the nesting")
+    return ""
 
 
 def nested_repeat(pattern: str) -> bool:

@@ -25,7 +25,7 @@ import socket
 import struct
 
 from prodx.lab.framework import Needs, Scenario, profile_toml
-from prodx.lab.sandbox import LabError, NetNs, Sandbox, free_port, wait_until
+from prodx.lab.sandbox import LabError, NetNs, Sandbox, free_port, port_answers, wait_until
 from prodx.lab.scenarios.common import child_python
 from prodx.lab.services import RedisInstance, _run_as, find_redis_server, redis_unmet
 from prodx.lab.webstack import WebStack, webstack_unmet
@@ -73,14 +73,6 @@ while True:
         pass
     time.sleep(interval)
 """
-
-
-def _listens(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
 
 
 def _get(port: int, path: str) -> tuple[int, str]:
@@ -159,18 +151,23 @@ class DnsFailure(_NamespacedApp):
                    f"dnsmasq does not answer on {netns.host_ip}; see {sb.path('dnsmasq.log')}")
         if self.dnsmasq.poll() is not None:
             raise LabError(f"dnsmasq exited: {sb.path('dnsmasq.log').read_text()[-300:]}")
-        wait_until(lambda: _listens(netns.host_ip, self.api_port) or self.api.poll() is not None, 15,
+        wait_until(lambda: port_answers(self.api_port, netns.host_ip) or self.api.poll() is not None, 15,
                    f"the payments API does not listen on {netns.host_ip}:{self.api_port}")
         self.start_app(sb, netns, "checkout.php", _CHECKOUT_PHP % {"api": API, "port": self.api_port})
         # The first lookups and connects of a fresh PHP-FPM may lose a race with the namespace's
         # routes; a healthy checkout is one that answers 200 within a few seconds.
-        seen: list[tuple[int, str]] = []
+        answer = (0, "")
+
+        def healthy() -> bool:
+            nonlocal answer
+            answer = _get(self.web.port, self.page)
+            return answer[0] == 200 and "checkout ready: ok" in answer[1]
+
         try:
-            wait_until(lambda: seen.append(_get(self.web.port, self.page)) or
-                       (seen[-1][0] == 200 and "checkout ready: ok" in seen[-1][1]), 10, "")
+            wait_until(healthy, 10, "")
         except LabError:
-            status, body = seen[-1]
-            raise LabError(f"the healthy checkout answers {status}: {body[:200]!r}; see {self.web.logs}") from None
+            raise LabError(f"the healthy checkout answers {answer[0]}: {answer[1][:200]!r}; "
+                           f"see {self.web.logs}") from None
         self.injected.append(f"PHP-FPM in network namespace {netns.name} resolves {API} through dnsmasq on "
                              f"{netns.host_ip}; checkout on http://127.0.0.1:{self.web.port}{self.page} answered 200")
 
